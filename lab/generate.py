@@ -1,0 +1,189 @@
+"""Chat generation: the chat template, streaming token by token, K candidates in one call.
+
+Every path goes through `model.generate`; streaming adds only a
+TextIteratorStreamer on a worker thread, so it runs at the library's speed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from lab.models import LoadedModel
+
+
+class PromptTooLongError(ValueError):
+    """The formatted prompt does not leave room in the model's context."""
+
+
+@dataclass
+class GenerationSettings:
+    """Sampling settings; temperature 0 means greedy decoding."""
+
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 256
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+    seconds: float
+
+
+Message = dict[str, str]
+
+
+def build_messages(user: str, system: str | None = None, history: list[Message] | None = None) -> list[Message]:
+    """System prompt (if any), the earlier turns, then the new user turn."""
+    messages: list[Message] = [{"role": "system", "content": system}] if system and system.strip() else []
+    messages += [{"role": m["role"], "content": m["content"]} for m in history or []]
+    messages.append({"role": "user", "content": user})
+    return messages
+
+
+def plain_messages(history: list[dict]) -> list[Message]:
+    """Chat turns as {"role", "content": str}; UI components may hold content as a list of text parts."""
+
+    def text(content) -> str:
+        if isinstance(content, str):
+            return content
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+
+    return [{"role": m["role"], "content": text(m["content"])} for m in history]
+
+
+def encode_chat(lm: LoadedModel, messages: list[Message], max_new_tokens: int) -> torch.Tensor:
+    """Token ids (1, T) of the conversation with the generation prompt appended."""
+    ids = lm.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)[
+        "input_ids"
+    ]
+    budget = lm.context_length - max_new_tokens
+    if ids.shape[1] > budget:
+        raise PromptTooLongError(
+            f"The prompt is {ids.shape[1]} tokens but only {max(budget, 0)} fit in the model's "
+            f"{lm.context_length}-token context with {max_new_tokens} new tokens: shorten it or lower max new tokens."
+        )
+    return ids.to(lm.model.device)
+
+
+def _generate_kwargs(lm: LoadedModel, settings: GenerationSettings) -> dict:
+    kw = {
+        "max_new_tokens": settings.max_new_tokens,
+        "pad_token_id": lm.tokenizer.pad_token_id,
+    }
+    if settings.temperature > 0:
+        kw.update(do_sample=True, temperature=settings.temperature, top_p=settings.top_p)
+    else:
+        kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    if settings.stop:
+        kw.update(stop_strings=list(settings.stop), tokenizer=lm.tokenizer)
+    return kw
+
+
+def _seed(settings: GenerationSettings) -> None:
+    if settings.seed is not None:
+        torch.manual_seed(settings.seed)
+
+
+def _cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
+    cuts = [text.index(s) for s in stop if s and s in text]
+    return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+def stream_chat(lm: LoadedModel, messages: list[Message], settings: GenerationSettings) -> Iterator[str]:
+    """Yield the reply as it grows (the whole text so far, each time a token arrives)."""
+    from transformers import TextIteratorStreamer
+
+    ids = encode_chat(lm, messages, settings.max_new_tokens)
+    streamer = TextIteratorStreamer(lm.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    _seed(settings)
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            with torch.inference_mode():
+                lm.model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    streamer=streamer,
+                    **_generate_kwargs(lm, settings),
+                )
+        except BaseException as err:  # re-raised in the caller's thread below
+            failure.append(err)
+            streamer.end()
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    text = ""
+    for piece in streamer:
+        text, stopped = _cut_at_stop(text + piece, settings.stop)
+        if piece:
+            yield text
+        if stopped:
+            break
+    worker.join()
+    if failure:
+        raise failure[0]
+
+
+def generate(lm: LoadedModel, messages: list[Message], settings: GenerationSettings) -> Generation:
+    """One complete reply with its token counts and wall time."""
+    ids = encode_chat(lm, messages, settings.max_new_tokens)
+    _seed(settings)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **_generate_kwargs(lm, settings))
+    seconds = time.perf_counter() - start
+    new = out[0, ids.shape[1] :]
+    text, _ = _cut_at_stop(lm.tokenizer.decode(new, skip_special_tokens=True), settings.stop)
+    return Generation(text=text.strip(), prompt_tokens=ids.shape[1], new_tokens=_count_new(lm, new), seconds=seconds)
+
+
+def _count_new(lm: LoadedModel, new: torch.Tensor) -> int:
+    """New tokens up to and including the first end-of-sequence (the rest is padding)."""
+    eos = lm.tokenizer.eos_token_id
+    hits = (new == eos).nonzero()
+    return int(hits[0, 0]) + 1 if len(hits) else int(new.shape[0])
+
+
+def sample_candidates(
+    lm: LoadedModel, messages: list[Message], settings: GenerationSettings, k: int
+) -> list[Generation]:
+    """K sampled replies to one conversation in a single batched `generate` call."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if settings.temperature == 0 and k > 1:
+        raise ValueError("Greedy decoding gives K identical candidates: set a temperature above 0.")
+    ids = encode_chat(lm, messages, settings.max_new_tokens)
+    _seed(settings)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = lm.model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            num_return_sequences=k,
+            **_generate_kwargs(lm, settings),
+        )  # (k, T + new)
+    seconds = time.perf_counter() - start
+    candidates = []
+    for row in out[:, ids.shape[1] :]:
+        text, _ = _cut_at_stop(lm.tokenizer.decode(row, skip_special_tokens=True), settings.stop)
+        candidates.append(Generation(text.strip(), ids.shape[1], _count_new(lm, row), seconds))
+    return candidates

