@@ -17,7 +17,7 @@ from lab.models import BASE_VIEW, ModelManager
 from lab.presets import ExperimentPreset, Variant, load_question_set
 from lab.store import Experiment, Result, Store
 
-RATING_MARK = {1: "👍", -1: "👎", None: ""}
+RATING_MARK = {1: "· good", -1: "· bad", None: ""}
 
 
 def new_experiment(

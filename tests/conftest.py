@@ -48,6 +48,7 @@ def build_tiny_model(folder: Path) -> Path:
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None,
         tie_word_embeddings=True,
+        initializer_range=0.5,
     )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)

@@ -17,6 +17,7 @@ from ui.chat import list_views
 from ui.context import AppContext
 
 VARIANT_COLUMNS = ["name", "system", "template"]
+SUMMARY_COLUMNS = ["variant", "answered", "good", "bad", "mean_seconds", "mean_tokens"]
 STARTER = "starter: "
 
 
@@ -40,7 +41,7 @@ def build_prompting(ctx: AppContext) -> None:
             name = gr.Textbox(label="Name", elem_id="experiment-name")
             description = gr.Markdown()
             variants = gr.Dataframe(
-                pd.DataFrame([{"name": "plain", "system": "", "template": "{question}"}], columns=VARIANT_COLUMNS),
+                blank_variants(),
                 headers=VARIANT_COLUMNS,
                 label="Prompt variants (system prompt and/or a template with {question})",
                 interactive=True,
@@ -76,30 +77,15 @@ def build_prompting(ctx: AppContext) -> None:
     )
     with gr.Row():
         cell = gr.Markdown("No cell selected.")
-        good = gr.Button("👍 Good", size="sm")
-        bad = gr.Button("👎 Bad", size="sm")
+        good = gr.Button("Mark good", size="sm", elem_id="mark-good")
+        bad = gr.Button("Mark bad", size="sm", elem_id="mark-bad")
         unmark = gr.Button("Clear mark", size="sm")
 
     editor = [name, variants, questions, temperature, max_new, seed]
     results = [status, summary, grid]
     picker.focus(lambda: gr.update(choices=list_experiments(ctx)), outputs=picker)
     picker.select(partial(open_experiment, ctx), picker, [experiment_id, description, *editor, *results])
-    new.click(
-        lambda: (
-            None,
-            "",
-            "",
-            pd.DataFrame([{"name": "plain", "system": "", "template": "{question}"}]),
-            "",
-            0.0,
-            96,
-            0,
-            "",
-            None,
-            None,
-        ),
-        outputs=[experiment_id, description, *editor, *results],
-    )
+    new.click(partial(blank_form, ctx), outputs=[experiment_id, description, *editor, *results])
     add_set.click(add_question_set, [questions, question_set], questions)
     save_button.click(partial(save_experiment, ctx), [experiment_id, *editor], [experiment_id, status])
     run_event = run.click(partial(save_experiment, ctx), [experiment_id, *editor], [experiment_id, status]).then(
@@ -116,6 +102,15 @@ def build_prompting(ctx: AppContext) -> None:
     for button, rating in ((good, 1), (bad, -1), (unmark, None)):
         button.click(lambda eid, c, r=rating: rate(ctx, eid, c, r), [experiment_id, selected_cell], results)
     view.focus(lambda: gr.update(choices=list_views(ctx)), outputs=view)
+
+
+def blank_variants() -> pd.DataFrame:
+    return pd.DataFrame([{"name": "plain", "system": "", "template": "{question}"}], columns=VARIANT_COLUMNS)
+
+
+def blank_form(ctx: AppContext):
+    """An empty editor: no experiment, one plain variant, greedy settings."""
+    return None, "", "", blank_variants(), "", 0.0, 96, 0, *show_results(ctx, None)
 
 
 def _variants_frame(exp: Experiment) -> pd.DataFrame:
@@ -216,7 +211,7 @@ def run_experiment(ctx: AppContext, experiment_id: int | None, view: str, progre
 
 def show_results(ctx: AppContext, experiment_id: int | None, message: str = ""):
     if experiment_id is None:
-        return message, None, None
+        return message, pd.DataFrame(columns=SUMMARY_COLUMNS), pd.DataFrame(columns=["question", "responses"])
     exp = ctx.store.get_experiment(experiment_id)
     results = ctx.store.list_results(experiment_id)
     cells = len(exp.questions) * len(exp.variants)

@@ -1,0 +1,49 @@
+"""The headless commands and the app's command line."""
+
+import subprocess
+import sys
+
+import pytest
+
+from lab.cli import main
+from ui.__main__ import parse_args
+
+
+def test_help_lists_the_commands():
+    out = subprocess.run([sys.executable, "-m", "lab", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "generate" in out and "models" in out
+
+
+def test_generate_streams_a_reply_from_a_local_model(tiny_model_dir, capsys):
+    code = main(["generate", "--prompt", "Hello", "--model", str(tiny_model_dir), "--max-new-tokens", "5"])
+    assert code == 0
+    assert capsys.readouterr().out.strip()
+
+
+def test_generate_with_a_bad_model_exits_non_zero_with_one_sentence(capsys):
+    assert main(["generate", "--prompt", "Hello", "--model", "/no/such/model"]) == 2
+    err = capsys.readouterr().err
+    assert "error: There is no folder at /no/such/model" in err
+    assert "Traceback" not in err
+
+
+def test_models_lists_the_embedded_default(capsys):
+    assert main(["models"]) == 0
+    assert "smollm2-135m-instruct" in capsys.readouterr().out
+
+
+def test_app_binds_to_localhost_by_default():
+    args = parse_args([])
+    assert (args.host, args.port, args.share) == ("127.0.0.1", 7860, False)
+
+
+@pytest.mark.parametrize("argv", [["--share"], ["--host", "0.0.0.0"], ["--share", "--auth", "nocolon"]])
+def test_exposing_the_app_requires_auth(argv, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+    assert "--auth" in capsys.readouterr().err
+
+
+def test_exposing_with_auth_is_allowed():
+    args = parse_args(["--host", "0.0.0.0", "--auth", "ann:secret"])
+    assert args.auth == "ann:secret"
