@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from lab.generate import GenerationSettings, PromptTooLongError, build_messages, stream_chat
@@ -35,10 +36,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         view = Path(args.adapter).name
         manager.add_adapter(view, args.adapter)
     printed = ""
-    with manager.use(view) as lm:
-        for text in stream_chat(lm, build_messages(args.prompt, args.system), settings):
-            print(text[len(printed) :], end="", flush=True)
-            printed = text
+    for text in stream_chat(partial(manager.use, view), build_messages(args.prompt, args.system), settings):
+        print(text[len(printed) :], end="", flush=True)
+        printed = text
     print()
     return 0
 

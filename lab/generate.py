@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -107,37 +108,69 @@ def _cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
     return (text[: min(cuts)], True) if cuts else (text, False)
 
 
-def stream_chat(lm: LoadedModel, messages: list[Message], settings: GenerationSettings) -> Iterator[str]:
-    """Yield the reply as it grows (the whole text so far, each time a token arrives)."""
-    from transformers import TextIteratorStreamer
+def stream_chat(
+    model: LoadedModel | Callable[[], AbstractContextManager[LoadedModel]],
+    messages: list[Message],
+    settings: GenerationSettings,
+) -> Iterator[str]:
+    """Yield the reply as it grows (the whole text so far, each time a token arrives).
 
-    ids = encode_chat(lm, messages, settings.max_new_tokens)
-    streamer = TextIteratorStreamer(lm.tokenizer, skip_prompt=True, skip_special_tokens=True)
-    _seed(settings)
+    `model` is a loaded model, or a function returning a context that holds one
+    (ModelManager.use): it is entered on the generating thread, never across a
+    yield, so a consumer that stops reading cannot keep the model locked. Closing
+    the iterator stops the generation at the next token.
+    """
+    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+    hold = model if callable(model) else (lambda: nullcontext(model))
+    cancelled = threading.Event()
+    ready: list = []  # the streamer, once the generating thread holds the model and encoded the prompt
     failure: list[BaseException] = []
+    started = threading.Event()
+
+    class Cancelled(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
+            return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool, device=input_ids.device)
 
     def work() -> None:
         try:
-            with torch.inference_mode():
-                lm.model.generate(
-                    input_ids=ids,
-                    attention_mask=torch.ones_like(ids),
-                    streamer=streamer,
-                    **_generate_kwargs(lm, settings),
-                )
-        except BaseException as err:  # re-raised in the caller's thread below
+            with hold() as lm:
+                ids = encode_chat(lm, messages, settings.max_new_tokens)
+                streamer = TextIteratorStreamer(lm.tokenizer, skip_prompt=True, skip_special_tokens=True)
+                ready.append(streamer)
+                started.set()
+                _seed(settings)
+                with torch.inference_mode():
+                    lm.model.generate(
+                        input_ids=ids,
+                        attention_mask=torch.ones_like(ids),
+                        streamer=streamer,
+                        stopping_criteria=StoppingCriteriaList([Cancelled()]),
+                        **_generate_kwargs(lm, settings),
+                    )
+        except BaseException as err:  # re-raised in the consumer's thread below
             failure.append(err)
-            streamer.end()
+            if ready:
+                ready[0].end()
+        finally:
+            started.set()
 
-    worker = threading.Thread(target=work, daemon=True)
+    worker = threading.Thread(target=work, name="generate", daemon=True)
     worker.start()
+    started.wait()
+    if not ready:
+        worker.join()
+        raise failure[0]
     text = ""
-    for piece in streamer:
-        text, stopped = _cut_at_stop(text + piece, settings.stop)
-        if piece:
-            yield text
-        if stopped:
-            break
+    try:
+        for piece in ready[0]:
+            text, stopped = _cut_at_stop(text + piece, settings.stop)
+            if piece:
+                yield text
+            if stopped:
+                break
+    finally:
+        cancelled.set()
     worker.join()
     if failure:
         raise failure[0]

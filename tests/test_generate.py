@@ -76,3 +76,45 @@ def test_prompt_longer_than_the_context_is_a_clear_error(tiny_model):
 def test_bad_settings_name_the_field(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         GenerationSettings(**kwargs)
+
+
+def test_closing_a_stream_stops_generation_and_frees_the_model(tiny_model_dir):
+    """What the Stop button and a closed browser tab do: another user must not wait on an abandoned reply."""
+    import threading
+    from functools import partial
+
+    from lab.models import ModelManager
+
+    manager = ModelManager()
+    manager.load(str(tiny_model_dir), "fp32", "cpu")
+    stream = stream_chat(partial(manager.use), build_messages("Hello"), GenerationSettings(max_new_tokens=200))
+    first = next(stream)
+    stream.close()
+    free = threading.Event()
+
+    def other_user() -> None:
+        with manager.use():
+            free.set()
+
+    threading.Thread(target=other_user, daemon=True).start()
+    assert free.wait(timeout=10)
+    assert first
+
+
+def test_stream_can_be_read_from_several_threads(tiny_model_dir):
+    """Gradio may resume a streaming handler on a different worker thread each time."""
+    from concurrent.futures import ThreadPoolExecutor
+    from functools import partial
+
+    from lab.models import ModelManager
+
+    manager = ModelManager()
+    manager.load(str(tiny_model_dir), "fp32", "cpu")
+    stream = stream_chat(partial(manager.use), build_messages("Hello"), GREEDY)
+    chunks = []
+    with ThreadPoolExecutor(4) as pool:
+        while (chunk := pool.submit(next, stream, None).result()) is not None:
+            chunks.append(chunk)
+    assert chunks
+    with manager.use():  # the lock is free again
+        pass

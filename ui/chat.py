@@ -104,6 +104,7 @@ def build_chat(ctx: AppContext) -> None:
     retry_event = retry.click(drop_last_reply, chatbot, chatbot).then(**reply)
     stop_button.click(None, cancels=[*events, retry_event])
     clear.click(lambda: ([], None, ""), outputs=[chatbot, conversation_id, message])
+    chatbot.clear(lambda: None, outputs=conversation_id)  # its trash icon starts a new saved conversation
     past.focus(lambda: gr.update(choices=list_conversations(ctx)), outputs=past)
     past.select(partial(reopen, ctx), past, [chatbot, system, conversation_id])
     load.click(partial(load_model, ctx), [model, precision, device], view)
@@ -158,10 +159,9 @@ def bot_reply(
         time.sleep(0.5)
     history[-1]["content"] = ""
     try:
-        with ctx.models.use(view) as lm:
-            for text in stream_chat(lm, messages, settings):
-                history[-1]["content"] = text
-                yield history
+        for text in stream_chat(partial(ctx.models.use, view), messages, settings):
+            history[-1]["content"] = text
+            yield history
     except (ModelError, PromptTooLongError) as err:
         raise gr.Error(str(err)) from err
     finally:

@@ -46,7 +46,7 @@ def build_prompting(ctx: AppContext) -> None:
                 label="Prompt variants (system prompt and/or a template with {question})",
                 interactive=True,
                 wrap=True,
-                row_limits=(1, 8),
+                column_widths=["15%", "35%", "50%"],
                 elem_id="variants",
             )
         with gr.Column(scale=2):
@@ -63,7 +63,7 @@ def build_prompting(ctx: AppContext) -> None:
         save_button = gr.Button("Save")
         run = gr.Button("Run", variant="primary", elem_id="run-experiment")
         stop = gr.Button("Stop")
-        export = gr.DownloadButton("Export CSV", elem_id="export-csv")
+        export = gr.DownloadButton("Export CSV", elem_id="export-csv", interactive=False)
     status = gr.Markdown(elem_id="experiment-status")
     summary = gr.Dataframe(
         label="Per variant (mark cells good or bad to see which wins)", interactive=False, elem_id="variant-summary"
@@ -82,7 +82,7 @@ def build_prompting(ctx: AppContext) -> None:
         unmark = gr.Button("Clear mark", size="sm")
 
     editor = [name, variants, questions, temperature, max_new, seed]
-    results = [status, summary, grid]
+    results = [status, summary, grid, export]  # the download button always holds the current CSV
     picker.focus(lambda: gr.update(choices=list_experiments(ctx)), outputs=picker)
     picker.select(partial(open_experiment, ctx), picker, [experiment_id, description, *editor, *results])
     new.click(partial(blank_form, ctx), outputs=[experiment_id, description, *editor, *results])
@@ -97,10 +97,13 @@ def build_prompting(ctx: AppContext) -> None:
         results,
         cancels=[run_event],
     )
-    export.click(partial(export_csv, ctx), experiment_id, export)
-    grid.select(lambda eid, evt: select_cell(ctx, eid, evt), experiment_id, [selected_cell, cell])
+
+    def on_select(eid: int | None, evt: gr.SelectData):  # Gradio injects evt by this annotation
+        return select_cell(ctx, eid, evt)
+
+    grid.select(on_select, experiment_id, [selected_cell, cell])
     for button, rating in ((good, 1), (bad, -1), (unmark, None)):
-        button.click(lambda eid, c, r=rating: rate(ctx, eid, c, r), [experiment_id, selected_cell], results)
+        button.click(partial(rate, ctx, rating=rating), [experiment_id, selected_cell], results)
     view.focus(lambda: gr.update(choices=list_views(ctx)), outputs=view)
 
 
@@ -211,12 +214,14 @@ def run_experiment(ctx: AppContext, experiment_id: int | None, view: str, progre
 
 def show_results(ctx: AppContext, experiment_id: int | None, message: str = ""):
     if experiment_id is None:
-        return message, pd.DataFrame(columns=SUMMARY_COLUMNS), pd.DataFrame(columns=["question", "responses"])
+        empty = pd.DataFrame(columns=["question", "responses"])
+        return message, pd.DataFrame(columns=SUMMARY_COLUMNS), empty, gr.update(value=None, interactive=False)
     exp = ctx.store.get_experiment(experiment_id)
     results = ctx.store.list_results(experiment_id)
     cells = len(exp.questions) * len(exp.variants)
     header = message or f"{len(results)} of {cells} cells answered" + (f" by {exp.model}." if exp.model else ".")
-    return header, experiments.variant_summary(exp, results), experiments.results_grid(exp, results)
+    csv = gr.update(value=export_csv(ctx, experiment_id), interactive=bool(results))
+    return header, experiments.variant_summary(exp, results), experiments.results_grid(exp, results), csv
 
 
 def select_cell(ctx: AppContext, experiment_id: int | None, evt: gr.SelectData):
@@ -237,8 +242,8 @@ def rate(ctx: AppContext, experiment_id: int | None, cell: tuple[int, int] | Non
     return show_results(ctx, experiment_id)
 
 
-def export_csv(ctx: AppContext, experiment_id: int | None) -> str:
-    if experiment_id is None:
-        raise gr.Error("Open or run an experiment first.")
-    name = f"experiment-{experiment_id}.csv"
-    return str(experiments.export_csv(ctx.store, experiment_id, Path(tempfile.mkdtemp()) / name))
+def export_csv(ctx: AppContext, experiment_id: int) -> str:
+    """Write the experiment's CSV where the download button can serve it (a temp folder, not the workspace)."""
+    folder = Path(tempfile.gettempdir()) / "alignment-lab-exports"
+    folder.mkdir(exist_ok=True)
+    return str(experiments.export_csv(ctx.store, experiment_id, folder / f"experiment-{experiment_id}.csv"))

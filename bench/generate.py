@@ -1,0 +1,324 @@
+"""Benchmark the app's generation paths against plain `model.generate`, and the app's cold start.
+
+Usage: python bench/generate.py [--max-new-tokens N] [--rounds R]
+
+On the embedded SmolLM2-135M-Instruct (fp32, CPU) one run prints:
+- tokens/s of `lab.generate.stream_chat` and `lab.generate.generate` against plain `model.generate` on the
+  same model object and input ids, greedy, over interleaved rounds after one warm-up (medians; the target is
+  app/plain >= 0.95);
+- the time to first token of the streaming path;
+- the cold start of `python -m ui`: until GET / answers 200, and until its status bar reports the model loaded;
+- the peak RSS of this process after the generation runs, and of the app's process.
+
+Every figure assumes the embedded GGUF is already converted into the cache ($LAB_CACHE or
+~/.cache/alignment-lab); the header says whether it was. The lab's very first start converts it (~25 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: make `lab` importable
+
+import torch  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+from lab.generate import (  # noqa: E402
+    Generation,
+    GenerationSettings,
+    Message,
+    build_messages,
+    encode_chat,
+    generate,
+    stream_chat,
+)
+from lab.models import DEFAULT_MODEL, LoadedModel, default_model_dir, is_converted, load_model  # noqa: E402
+
+PROMPT = "Write a long, detailed essay about the history of computing, from the abacus to modern laptops."
+TARGET = 0.95
+POLL_S = 0.1
+START_TIMEOUT_S = 180.0
+
+
+@dataclass
+class Run:
+    seconds: float
+    tokens: int
+    first_token_s: float | None = None
+    exact_tokens: bool = True  # False where the count is re-tokenized text
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds
+
+
+@dataclass
+class ColdStart:
+    page_s: float
+    model_s: float | None  # None when the app has no status endpoint to ask
+    peak_rss_mib: float  # of the app's process, once its model is loaded
+
+
+# --- generation paths --------------------------------------------------------------------------------------------
+
+PLAIN = "plain model.generate"
+PLAIN_THREAD = "plain model.generate, worker thread"
+APP_GENERATE = "lab.generate.generate"
+APP_STREAM = "lab.generate.stream_chat"
+PREFILL = "plain model.generate, 1 new token"
+
+
+def run_plain(lm: LoadedModel, ids: torch.Tensor, new_tokens: int) -> Run:
+    """Plain `model.generate`, greedy, forced to exactly `new_tokens` new tokens."""
+    start = time.perf_counter()
+    out = lm.model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        pad_token_id=lm.tokenizer.pad_token_id,
+    )
+    return Run(time.perf_counter() - start, out.shape[1] - ids.shape[1])
+
+
+def on_worker_thread(run: Callable[[], Run]) -> Run:
+    """Run on a fresh thread, as stream_chat runs `model.generate`: separates the thread's effect from the streamer's."""
+    runs: list[Run] = []
+    worker = threading.Thread(target=lambda: runs.append(run()))
+    worker.start()
+    worker.join()
+    return runs[0]
+
+
+def run_generate(lm: LoadedModel, messages: list[Message], settings: GenerationSettings) -> Run:
+    """The app's non-streaming path, timed around the whole call (templating and decoding included)."""
+    start = time.perf_counter()
+    reply = generate(lm, messages, settings)
+    return Run(time.perf_counter() - start, reply.new_tokens)
+
+
+def run_stream(lm: LoadedModel, messages: list[Message], settings: GenerationSettings, reference: Generation) -> Run:
+    """The app's streaming path, with the time until its first piece of text.
+
+    stream_chat yields only text. Greedy on the same ids it must equal the non-streaming `reference`,
+    whose token count is exact; otherwise the count falls back to re-tokenizing the text.
+    """
+    start = time.perf_counter()
+    first: float | None = None
+    text = ""
+    for reply in stream_chat(lm, messages, settings):
+        if first is None:
+            first = time.perf_counter() - start
+        text = reply
+    seconds = time.perf_counter() - start
+    if text.strip() == reference.text:
+        return Run(seconds, reference.new_tokens, first)
+    return Run(seconds, len(lm.tokenizer(text, add_special_tokens=False)["input_ids"]), first, exact_tokens=False)
+
+
+def measure_throughput(lm: LoadedModel, new_tokens: int, rounds: int) -> dict[str, list[Run]]:
+    """One warm-up call, then `rounds` rounds of every path, the order rotating each round."""
+    messages = build_messages(PROMPT)
+    settings = GenerationSettings(temperature=0.0, max_new_tokens=new_tokens)
+    ids = encode_chat(lm, messages, new_tokens)
+    reference = generate(lm, messages, settings)  # the warm-up, and the reply stream_chat must reproduce
+    paths: dict[str, Callable[[], Run]] = {
+        PLAIN: lambda: run_plain(lm, ids, new_tokens),
+        PLAIN_THREAD: lambda: on_worker_thread(lambda: run_plain(lm, ids, new_tokens)),
+        APP_GENERATE: lambda: run_generate(lm, messages, settings),
+        APP_STREAM: lambda: run_stream(lm, messages, settings, reference),
+        PREFILL: lambda: run_plain(lm, ids, 1),
+    }
+    names = list(paths)
+    runs: dict[str, list[Run]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            runs[name].append(paths[name]())
+    return runs
+
+
+# --- cold start of the app ---------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def page_served(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def model_status(url: str) -> str:
+    """The status bar's text, through the API endpoint of its 1 s timer (`/lambda`, defined in ui/app.py)."""
+    call = f"{url}/gradio_api/call/lambda"
+    request = urllib.request.Request(call, data=b'{"data": []}', headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        event = json.load(response)["event_id"]
+    with urllib.request.urlopen(f"{call}/{event}", timeout=5) as response:
+        return response.read().decode()
+
+
+def model_loaded(url: str) -> bool:
+    status = model_status(url)
+    if "Failed to load" in status:
+        raise RuntimeError(f"The app could not load its model: {status.strip()}")
+    return "Loaded " in status
+
+
+def wait_until(check: Callable[[], bool], proc: subprocess.Popen, start: float, log: Path) -> float:
+    """Seconds from `start` until `check()` holds, polling every POLL_S; fails if the app exits or hangs."""
+    while not check():
+        if proc.poll() is not None:
+            raise RuntimeError(f"python -m ui exited with {proc.returncode}:\n{log.read_text()[-2000:]}")
+        if time.perf_counter() - start > START_TIMEOUT_S:
+            raise RuntimeError(f"python -m ui did not get there in {START_TIMEOUT_S:.0f} s")
+        time.sleep(POLL_S)
+    return time.perf_counter() - start
+
+
+def measure_cold_start() -> ColdStart:
+    """Launch `python -m ui` on a free port and a fresh workspace, time it, then stop it."""
+    url = f"http://127.0.0.1:{free_port()}"
+    port = url.rsplit(":", 1)[1]
+    with tempfile.TemporaryDirectory(prefix="bench-ui-") as tmp:
+        log = Path(tmp) / "ui.log"
+        command = [sys.executable, "-m", "ui", "--port", port, "--workspace", str(Path(tmp) / "workspace")]
+        with log.open("w") as stderr:
+            start = time.perf_counter()
+            proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+            try:
+                page_s = wait_until(lambda: page_served(url), proc, start, log)
+                try:
+                    model_s: float | None = wait_until(lambda: model_loaded(url), proc, start, log)
+                except urllib.error.HTTPError:
+                    model_s = None
+                peak = peak_rss_mib(proc.pid)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+    return ColdStart(page_s, model_s, peak)
+
+
+def peak_rss_mib(pid: int) -> float:
+    """A live process's peak RSS (VmHWM, Linux).
+
+    Not RUSAGE_CHILDREN: a child's ru_maxrss starts from the RSS of this process at the fork.
+    """
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/{pid}/status has no VmHWM line")
+
+
+# --- report ------------------------------------------------------------------------------------------------------
+
+
+def median(runs: list[Run], value: Callable[[Run], float]) -> float:
+    return statistics.median(value(run) for run in runs)
+
+
+def throughput_rows(runs: dict[str, list[Run]]) -> list[str]:
+    speed = {
+        name: median(runs[name], lambda r: r.tokens_per_s) for name in (PLAIN, PLAIN_THREAD, APP_GENERATE, APP_STREAM)
+    }
+    rows = [f"  {'path':<40}{'tokens':>7}{'tok/s':>8}{'vs plain':>10}{'target':>10}  result"]
+    for name, value in speed.items():
+        exact = all(run.exact_tokens for run in runs[name])
+        row = f"  {name:<40}{runs[name][0].tokens:>7}{'' if exact else '~'}{value:>8.1f}"
+        ratio = value / speed[PLAIN]
+        if name == PLAIN_THREAD:
+            row += f"{ratio:>10.3f}"
+        elif name != PLAIN:
+            row += f"{ratio:>10.3f}{'>= ' + str(TARGET):>10}  {'PASS' if ratio >= TARGET else 'FAIL'}"
+        rows.append(row)
+    streamer = speed[APP_STREAM] / speed[PLAIN_THREAD]
+    rows.append(f"  {'stream_chat / plain on a worker thread':<55}{streamer:>10.3f}  (the streamer's own cost)")
+    if not all(run.exact_tokens for run in runs[APP_STREAM]):
+        rows.append("  ~ stream_chat's text differed from generate's reply: its count is re-tokenized text")
+    return rows
+
+
+def print_report(
+    args: argparse.Namespace,
+    loads: tuple[float, float],
+    load_s: float,
+    warm_cache: bool,
+    runs: dict[str, list[Run]],
+    rss_mib: float,
+    cold: ColdStart,
+) -> None:
+    cache = "warm (already converted)" if warm_cache else "COLD: load_model converted the GGUF first"
+    print(f"\nAlignment Lab generation benchmark: {DEFAULT_MODEL}, fp32, cpu, torch threads {torch.get_num_threads()}")
+    print(f"greedy, {args.max_new_tokens} new tokens, 1 warm-up + {args.rounds} rounds of every path, order rotating")
+    print(f"model cache: {cache}")
+    print(f"load average at start / end: {loads[0]:.2f} / {loads[1]:.2f} on {os.cpu_count()} cores")
+    print("\nThroughput (median tokens/s)")
+    print("\n".join(throughput_rows(runs)))
+    ttft = median(runs[APP_STREAM], lambda r: r.first_token_s or r.seconds) * 1000
+    prefill = median(runs[PREFILL], lambda r: r.seconds) * 1000
+    model_s = "n/a (no status endpoint)" if cold.model_s is None else f"{cold.model_s:.2f} s"
+    print("\nLatency (medians)")
+    print(f"  {'time to first text, stream_chat':<48}{ttft:>8.0f} ms")
+    print(f"  {PREFILL:<48}{prefill:>8.0f} ms")
+    print(f"  {'load_model in-process (first load here)':<48}{load_s:>8.2f} s")
+    print("\nCold start of `python -m ui`, fresh workspace")
+    print(f"  {'GET / returns 200':<48}{cold.page_s:>8.2f} s")
+    print(f"  {'status bar says the model is loaded':<48}{model_s:>10}")
+    print("\nPeak memory (RSS)")
+    print(f"  {'this process, after the generation runs':<48}{rss_mib:>8.0f} MiB")
+    print(f"  {'the app process (python -m ui), model loaded':<48}{cold.peak_rss_mib:>8.0f} MiB")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-new-tokens", type=int, default=128, help="new tokens per generation (default 128)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved measured rounds (default 5)")
+    args = parser.parse_args(argv)
+    if args.max_new_tokens < 1 or args.rounds < 1:
+        parser.error("--max-new-tokens and --rounds must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    hf_logging.disable_progress_bar()  # keep the report readable
+    warm_cache = is_converted(default_model_dir())
+    load_at_start = os.getloadavg()[0]
+    start = time.perf_counter()
+    lm = load_model(DEFAULT_MODEL, "fp32", "cpu", progress=lambda _: None)
+    load_s = time.perf_counter() - start
+    runs = measure_throughput(lm, args.max_new_tokens, args.rounds)
+    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cold = measure_cold_start()
+    print_report(args, (load_at_start, os.getloadavg()[0]), load_s, warm_cache, runs, rss_mib, cold)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""The real app in headless Chromium: chat with the default model, run a prompt experiment, export it."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_served(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the app exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} was not served within {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    port, workspace = free_port(), tmp_path_factory.mktemp("browser-workspace")
+    url = f"http://127.0.0.1:{port}/"
+    with open(workspace / "app.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ui", "--port", str(port), "--workspace", str(workspace)],
+            cwd=Path(__file__).resolve().parent.parent,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "LAB_WORKSPACE": str(workspace)},
+        )
+        try:
+            wait_until_served(url, process)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser, app_url):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_url)
+    page.locator("#status-bar").get_by_text("Loaded smollm2").wait_for(timeout=180_000)
+    yield page
+    page.close()
+
+
+def test_chat_streams_a_reply(page):
+    page.locator("#chat-input textarea").fill("Name three colors.")
+    page.keyboard.press("Enter")
+    reply = page.locator("#chatbot [data-testid='bot']").last
+    reply.wait_for(timeout=60_000)
+    seen = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = reply.inner_text().strip()
+        if text and (not seen or text != seen[-1]):
+            seen.append(text)
+        if len(seen) >= 3 and page.locator("#chat-send").is_enabled():
+            break
+        time.sleep(0.05)
+    assert len(seen) >= 3, f"expected the reply to grow token by token, saw {seen}"
+    assert max(seen, key=len) == seen[-1], "the reply only grows while it streams"
+
+
+def pick(page, dropdown_id: str, option: str) -> None:
+    page.locator(f"#{dropdown_id} input").click()
+    page.get_by_role("option", name=option).click()
+
+
+def test_run_a_starter_experiment_and_export_it(page, tmp_path):
+    page.get_by_role("tab", name="Prompting").click()
+    pick(page, "experiment-picker", "starter: Few-shot vs zero-shot")
+    page.wait_for_function("document.querySelector('#experiment-name textarea, #experiment-name input').value !== ''")
+    page.locator("#questions textarea").fill("Broke after one day.\nWorks great, very happy.")
+    page.locator("#run-experiment").click()
+    status = page.locator("#experiment-status")
+    try:
+        status.get_by_text(re.compile(r"^Done:")).wait_for(timeout=120_000)
+    finally:
+        page.screenshot(path=str(tmp_path / "after-run.png"), full_page=True)
+    grid = page.locator("#results-grid")
+    assert "Broke after one day." in grid.inner_text()
+    assert grid.inner_text().count(" tok") == 4  # 2 questions × 2 variants, each with its token count
+
+    grid.locator("[role=gridcell]").filter(has_text=" tok]").nth(3).click()  # second question, few-shot
+    page.get_by_text("Selected: few-shot").wait_for()
+    page.locator("#mark-good").click()
+    page.locator("#variant-summary").get_by_text("few-shot").wait_for()
+    page.wait_for_function("document.querySelector('#results-grid').innerText.includes('good')")
+
+    with page.expect_download() as download:
+        page.locator("#export-csv").click()
+    path = tmp_path / "experiment.csv"
+    download.value.save_as(path)
+    text = path.read_text()
+    assert text.splitlines()[0].startswith("question,variant,system,template,response")
+    assert len(text.strip().splitlines()) >= 5
+    page.screenshot(path=str(tmp_path / "prompting.png"), full_page=True)
