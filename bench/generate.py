@@ -302,7 +302,7 @@ def print_report(
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-new-tokens", type=int, default=128, help="new tokens per generation (default 128)")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved measured rounds (default 5)")
+    parser.add_argument("--rounds", type=int, default=3, help="measured rounds of every path (default 3)")
     args = parser.parse_args(argv)
     if args.max_new_tokens < 1 or args.rounds < 1:
         parser.error("--max-new-tokens and --rounds must be at least 1")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -43,6 +44,81 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train headless (SFT for now) with a terminal progress bar; prints where the adapter is."""
+    from lab import jobs
+    from lab.presets import model_presets
+    from lab.store import Store
+    from lab.train import METHODS
+    from lab.train.common import config_for, parse_overrides
+
+    presets = model_presets()
+    if args.preset not in presets:
+        raise ValueError(f"--preset {args.preset}: choose one of {', '.join(presets)}")
+    config = config_for(METHODS[args.method].config, presets[args.preset], parse_overrides(args.set or []))
+    store = Store(args.workspace)
+    run = jobs.prepare(store, args.method, config, name=args.name or "", data_file=args.data or "")
+    print(f"Run {run.id}: {jobs.run_dir(store, run.id)}", file=sys.stderr)
+    with _tee(jobs.run_dir(store, run.id) / "log.txt"):
+        return jobs.execute(store, run.id)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Train a run the app prepared (the app starts this as a child process)."""
+    from lab import jobs
+    from lab.store import Store
+
+    return jobs.execute(Store(args.workspace), args.run_id)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Import demonstrations (JSONL, JSON, CSV or Parquet; the format is detected); all or nothing."""
+    from lab.data import import_demonstrations
+    from lab.store import Store
+
+    report = import_demonstrations(Store(args.workspace), args.file)
+    print(report.summary())
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export the workspace's accepted demonstrations as JSONL in TRL's conversational format."""
+    from lab.data import export_demonstrations
+    from lab.store import Store
+
+    count = export_demonstrations(Store(args.workspace), args.out, args.origin or None)
+    print(f"Exported {count} demonstrations to {args.out}")
+    return 0
+
+
+@contextmanager
+def _tee(path: Path):
+    """Copy what the terminal shows into the run's log.txt."""
+
+    class Tee:
+        def __init__(self, stream, log):
+            self.stream, self.log = stream, log
+
+        def write(self, text):
+            self.log.write(text)
+            return self.stream.write(text)
+
+        def flush(self):
+            self.log.flush()
+            self.stream.flush()
+
+        def __getattr__(self, name):
+            return getattr(self.stream, name)
+
+    with path.open("a", encoding="utf-8") as log:
+        out, err = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = Tee(out, log), Tee(err, log)
+        try:
+            yield
+        finally:
+            sys.stdout, sys.stderr = out, err
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lab", description="Alignment Lab, headless.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -63,6 +139,31 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--stop", action="append", help="stop string (repeatable)")
     gen.set_defaults(func=cmd_generate)
+
+    workspace = argparse.ArgumentParser(add_help=False)
+    workspace.add_argument("--workspace", default=None, help="workspace folder (default $LAB_WORKSPACE or ./workspace)")
+
+    train = sub.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__, parents=[workspace])
+    train.add_argument("method", choices=["sft"])
+    train.add_argument("--preset", default="cpu-default", help="a model preset from presets/models/")
+    train.add_argument("--data", default=None, help="training file (default: the workspace's demonstrations)")
+    train.add_argument("--name", default=None, help="a name for the run")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    train.set_defaults(func=cmd_train)
+
+    run = sub.add_parser("run", help=cmd_run.__doc__, description=cmd_run.__doc__, parents=[workspace])
+    run.add_argument("run_id")
+    run.set_defaults(func=cmd_run)
+
+    imp = sub.add_parser("import", help=cmd_import.__doc__, description=cmd_import.__doc__, parents=[workspace])
+    imp.add_argument("file")
+    imp.set_defaults(func=cmd_import)
+
+    exp = sub.add_parser("export", help=cmd_export.__doc__, description=cmd_export.__doc__, parents=[workspace])
+    exp.add_argument("what", choices=["demonstrations"])
+    exp.add_argument("--out", required=True, help="the JSONL file to write")
+    exp.add_argument("--origin", action="append", help="only these origins: human, model-edited, model, teacher")
+    exp.set_defaults(func=cmd_export)
     return parser
 
 

@@ -8,6 +8,7 @@ SQLite's lock instead of losing rows. The schema carries a version
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -76,6 +77,41 @@ MIGRATIONS: list[str] = [
         updated_at TEXT NOT NULL
     );
     """,
+    # 2: demonstrations and training runs
+    """
+    CREATE TABLE demonstrations (
+        id INTEGER PRIMARY KEY,
+        messages TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        category TEXT NOT NULL DEFAULT 'other',
+        tags TEXT NOT NULL DEFAULT '[]',
+        author TEXT NOT NULL DEFAULT '',
+        origin TEXT NOT NULL DEFAULT 'human' CHECK (origin IN ('human', 'model-edited', 'model', 'teacher')),
+        draft TEXT,
+        teacher TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL DEFAULT 'accepted' CHECK (status IN ('accepted', 'pending', 'rejected')),
+        source TEXT NOT NULL DEFAULT 'typed',
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        deleted_at TEXT
+    );
+    CREATE INDEX demonstrations_fingerprint ON demonstrations (fingerprint);
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        method TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT '',
+        config TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'queued'
+            CHECK (status IN ('queued', 'running', 'stopping', 'done', 'failed', 'stopped')),
+        device TEXT NOT NULL DEFAULT 'cpu',
+        pid INTEGER,
+        exit_code INTEGER,
+        error TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT
+    );
+    """,
 ]
 
 
@@ -138,6 +174,93 @@ class Conversation:
     id: int | None = None
     created_at: str = ""
     updated_at: str = ""
+
+
+ORIGINS = ("human", "model-edited", "model", "teacher")
+STATUSES = ("accepted", "pending", "rejected")
+RUN_STATES = ("queued", "running", "stopping", "done", "failed", "stopped")
+
+
+def fingerprint(messages: list[dict]) -> str:
+    """The same conversation, whatever its spacing or letter case, has the same fingerprint."""
+    canonical = [[m["role"], " ".join(m["content"].split()).lower()] for m in messages]
+    return hashlib.sha256(json.dumps(canonical).encode()).hexdigest()[:32]
+
+
+@dataclass
+class Demonstration:
+    """A conversation whose last assistant turn is the ideal response.
+
+    origin says who wrote that response: a person, a person editing a model draft
+    (the draft is kept), the model untouched, or a teacher model (distillation,
+    waiting for review as status 'pending' until accepted).
+    """
+
+    messages: list[dict]
+    category: str = "other"
+    tags: list[str] = field(default_factory=list)
+    author: str = ""
+    origin: str = "human"
+    draft: str | None = None
+    teacher: str = ""
+    status: str = "accepted"
+    source: str = "typed"
+    id: int | None = None
+    created_at: str = ""
+    updated_at: str = ""
+
+    def check(self) -> None:
+        """Raise ValueError naming the problem; the same rules apply to typed and imported rows."""
+        if self.category not in CATEGORIES:
+            raise ValueError(f"unknown category '{self.category}' (use one of {', '.join(CATEGORIES)})")
+        if self.origin not in ORIGINS:
+            raise ValueError(f"unknown origin '{self.origin}'")
+        if self.status not in STATUSES:
+            raise ValueError(f"unknown status '{self.status}'")
+        check_messages(self.messages)
+
+
+def check_messages(messages: list[dict]) -> None:
+    """A conversation: optional system turn first, then user and assistant alternating, ending with assistant."""
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("the conversation is empty" if not messages else "messages must be a list of turns")
+    for number, message in enumerate(messages, start=1):
+        if not isinstance(message, dict) or set(message) - {"role", "content"} or "role" not in message:
+            raise ValueError(f"message {number} must have exactly a role and a content")
+        if message["role"] not in ("system", "user", "assistant"):
+            raise ValueError(f"message {number} has role '{message['role']}' (use system, user or assistant)")
+        if not isinstance(message.get("content"), str):
+            raise ValueError(f"message {number} ({message['role']}): content must be text")
+        if not message["content"].strip():
+            raise ValueError(f"message {number} ({message['role']}) has empty text")
+    turns = messages[1:] if messages[0]["role"] == "system" else messages
+    for number, message in enumerate(turns):
+        expected = "user" if number % 2 == 0 else "assistant"
+        if message["role"] != expected:
+            raise ValueError(
+                f"turn {number + 1} is '{message['role']}' but should be '{expected}' "
+                "(a system turn only first, then user and assistant alternating)"
+            )
+    if len(turns) < 2 or turns[-1]["role"] != "assistant":
+        raise ValueError("the conversation must end with the assistant's response")
+
+
+@dataclass
+class Run:
+    """A training run: its row in the workspace; artifacts live in runs/<id>/."""
+
+    id: str
+    method: str
+    config: dict
+    name: str = ""
+    status: str = "queued"
+    device: str = "cpu"
+    pid: int | None = None
+    exit_code: int | None = None
+    error: str = ""
+    created_at: str = ""
+    started_at: str | None = None
+    finished_at: str | None = None
 
 
 class Store:
@@ -380,3 +503,185 @@ class Store:
                 for r in db.execute("SELECT id FROM conversations ORDER BY updated_at DESC, id DESC LIMIT ?", (limit,))
             ]
         return [self.get_conversation(i) for i in ids]
+
+    # demonstrations
+
+    def add_demonstrations(self, demos: list[Demonstration]) -> list[int]:
+        """Insert all of them in one transaction, or none if any is invalid."""
+        for number, demo in enumerate(demos, start=1):
+            try:
+                demo.check()
+            except ValueError as err:
+                raise ValueError(f"demonstration {number}: {err}") from err
+        stamp = now()
+        with self._write() as db:
+            ids = []
+            for d in demos:
+                cur = db.execute(
+                    "INSERT INTO demonstrations (messages, fingerprint, category, tags, author, origin, draft, teacher,"
+                    " status, source, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        json.dumps(d.messages),
+                        fingerprint(d.messages),
+                        d.category,
+                        json.dumps(d.tags),
+                        d.author,
+                        d.origin,
+                        d.draft,
+                        d.teacher,
+                        d.status,
+                        d.source,
+                        stamp,
+                        stamp,
+                    ),
+                )
+                d.id, d.created_at, d.updated_at = cur.lastrowid, stamp, stamp
+                ids.append(cur.lastrowid)
+        return ids
+
+    def update_demonstration(self, demo: Demonstration) -> None:
+        demo.check()
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE demonstrations SET messages=?, fingerprint=?, category=?, tags=?, author=?, origin=?, draft=?,"
+                " teacher=?, status=?, updated_at=? WHERE id=? AND deleted_at IS NULL",
+                (
+                    json.dumps(demo.messages),
+                    fingerprint(demo.messages),
+                    demo.category,
+                    json.dumps(demo.tags),
+                    demo.author,
+                    demo.origin,
+                    demo.draft,
+                    demo.teacher,
+                    demo.status,
+                    now(),
+                    demo.id,
+                ),
+            )
+            if cur.rowcount == 0:
+                raise KeyError(f"No demonstration with id {demo.id}.")
+
+    def set_demonstration_status(self, ids: list[int], status: str) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"unknown status '{status}'")
+        with self._write() as db:
+            db.executemany(
+                "UPDATE demonstrations SET status=?, updated_at=? WHERE id=?", [(status, now(), i) for i in ids]
+            )
+
+    def delete_demonstrations(self, ids: list[int]) -> None:
+        """Move to the bin (restore_demonstrations undoes it)."""
+        with self._write() as db:
+            db.executemany("UPDATE demonstrations SET deleted_at=? WHERE id=?", [(now(), i) for i in ids])
+
+    def restore_demonstrations(self, ids: list[int]) -> None:
+        with self._write() as db:
+            db.executemany("UPDATE demonstrations SET deleted_at=NULL WHERE id=?", [(i,) for i in ids])
+
+    def find_duplicate(self, messages: list[dict], exclude: int | None = None) -> int | None:
+        """The id of a live demonstration with the same conversation, if any."""
+        with self._read() as db:
+            row = db.execute(
+                "SELECT id FROM demonstrations WHERE fingerprint=? AND deleted_at IS NULL AND id IS NOT ?",
+                (fingerprint(messages), exclude),
+            ).fetchone()
+        return row[0] if row else None
+
+    def get_demonstration(self, demo_id: int) -> Demonstration:
+        with self._read() as db:
+            r = db.execute("SELECT * FROM demonstrations WHERE id = ?", (demo_id,)).fetchone()
+        if r is None:
+            raise KeyError(f"No demonstration with id {demo_id}.")
+        return self._demonstration(r)
+
+    def list_demonstrations(
+        self,
+        search: str = "",
+        category: str | None = None,
+        origins: list[str] | None = None,
+        status: str | None = "accepted",
+    ) -> list[Demonstration]:
+        """Live demonstrations, newest first, filtered by text, category, origin and review status."""
+        query, args = "SELECT * FROM demonstrations WHERE deleted_at IS NULL", []
+        if search.strip():
+            query, args = query + " AND messages LIKE ?", [*args, f"%{search.strip()}%"]
+        if category:
+            query, args = query + " AND category = ?", [*args, category]
+        if origins:
+            query += f" AND origin IN ({', '.join('?' * len(origins))})"
+            args += origins
+        if status:
+            query, args = query + " AND status = ?", [*args, status]
+        with self._read() as db:
+            rows = db.execute(query + " ORDER BY id DESC", args).fetchall()
+        return [self._demonstration(r) for r in rows]
+
+    @staticmethod
+    def _demonstration(r: sqlite3.Row) -> Demonstration:
+        return Demonstration(
+            json.loads(r["messages"]),
+            r["category"],
+            json.loads(r["tags"]),
+            r["author"],
+            r["origin"],
+            r["draft"],
+            r["teacher"],
+            r["status"],
+            r["source"],
+            r["id"],
+            r["created_at"],
+            r["updated_at"],
+        )
+
+    # runs
+
+    def add_run(self, run: Run) -> None:
+        run.created_at = run.created_at or now()
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO runs (id, method, name, config, status, device, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (run.id, run.method, run.name, json.dumps(run.config), run.status, run.device, run.created_at),
+            )
+
+    def update_run(self, run_id: str, **fields) -> None:
+        """Set some columns of a run (status, pid, exit_code, error, started_at, finished_at)."""
+        allowed = {"status", "pid", "exit_code", "error", "started_at", "finished_at"}
+        if set(fields) - allowed:
+            raise ValueError(f"cannot update {sorted(set(fields) - allowed)} of a run")
+        if fields.get("status", "queued") not in RUN_STATES:
+            raise ValueError(f"unknown run status '{fields['status']}'")
+        with self._write() as db:
+            db.execute(f"UPDATE runs SET {', '.join(f'{k}=?' for k in fields)} WHERE id=?", (*fields.values(), run_id))
+
+    def get_run(self, run_id: str) -> Run:
+        with self._read() as db:
+            r = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if r is None:
+            raise KeyError(f"No run with id {run_id}.")
+        return self._run(r)
+
+    def list_runs(self, statuses: tuple[str, ...] = ()) -> list[Run]:
+        query, args = "SELECT * FROM runs", []
+        if statuses:
+            query += f" WHERE status IN ({', '.join('?' * len(statuses))})"
+            args = list(statuses)
+        with self._read() as db:
+            return [self._run(r) for r in db.execute(query + " ORDER BY created_at DESC, id DESC", args)]
+
+    @staticmethod
+    def _run(r: sqlite3.Row) -> Run:
+        return Run(
+            r["id"],
+            r["method"],
+            json.loads(r["config"]),
+            r["name"],
+            r["status"],
+            r["device"],
+            r["pid"],
+            r["exit_code"],
+            r["error"],
+            r["created_at"],
+            r["started_at"],
+            r["finished_at"],
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lab import jobs
 from lab.experiments import seed_prompt_pool
 from lab.models import DEFAULT_MODEL, DEVICES, PRECISIONS
 from lab.presets import question_sets
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     store = Store(args.workspace)
     seed_prompt_pool(store, question_sets())
+    jobs.start_next(store)  # repairs runs left "running" by a previous app, then starts any queued run
     ctx = AppContext(store)
     ctx.load_in_background(args.model, args.precision, args.device)
     app = build_app(ctx)

@@ -6,7 +6,9 @@ import gradio as gr
 
 from ui.chat import build_chat
 from ui.context import AppContext
+from ui.demonstrations import build_demonstrations
 from ui.prompting import build_prompting
+from ui.training import build_training
 
 CSS = """
 #status-bar { font-size: 0.9em; opacity: 0.85; }
@@ -24,4 +26,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             build_chat(ctx)
         with gr.Tab("Prompting", id="prompting"):
             build_prompting(ctx)
+        with gr.Tab("Demonstrations", id="demonstrations"):
+            build_demonstrations(ctx, app)
+        with gr.Tab("Training", id="training"):
+            build_training(ctx)
     return app

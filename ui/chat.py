@@ -7,6 +7,7 @@ from functools import partial
 
 import gradio as gr
 
+from lab import jobs
 from lab.generate import GenerationSettings, PromptTooLongError, build_messages, plain_messages, stream_chat
 from lab.models import BASE_VIEW, DEFAULT_MODEL, DEVICES, PRECISIONS, ModelError
 from lab.store import Conversation
@@ -20,8 +21,11 @@ def list_models(ctx: AppContext) -> list[str]:
 
 
 def list_views(ctx: AppContext) -> list[str]:
+    """'base', then every adapter that fits the loaded model: attached ones and the workspace's trained ones."""
     loaded = ctx.models.loaded
-    return [BASE_VIEW, *(loaded.adapters if loaded else [])]
+    if loaded is None:
+        return [BASE_VIEW]
+    return list(dict.fromkeys([BASE_VIEW, *loaded.adapters, *jobs.adapters_for(ctx.store, loaded.base)]))
 
 
 def list_conversations(ctx: AppContext) -> list[tuple[str, int]]:
@@ -159,10 +163,11 @@ def bot_reply(
         time.sleep(0.5)
     history[-1]["content"] = ""
     try:
+        jobs.attach_adapter(ctx.store, ctx.models, view)
         for text in stream_chat(partial(ctx.models.use, view), messages, settings):
             history[-1]["content"] = text
             yield history
-    except (ModelError, PromptTooLongError) as err:
+    except (ModelError, PromptTooLongError, jobs.JobError) as err:
         raise gr.Error(str(err)) from err
     finally:
         save(ctx, conversation_id, history, system)

@@ -9,7 +9,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from lab import experiments
+from lab import experiments, jobs
 from lab.models import BASE_VIEW, ModelError
 from lab.presets import load_question_set, question_sets
 from lab.store import Experiment
@@ -204,6 +204,7 @@ def run_experiment(ctx: AppContext, experiment_id: int | None, view: str, progre
     progress((0, None), desc=ctx.models.status)
     ctx.wait_for_model()
     try:
+        jobs.attach_adapter(ctx.store, ctx.models, view)
         for step in experiments.run_experiment(ctx.store, ctx.models, experiment_id, view=view):
             progress((step.done, step.total), desc=f"{step.variant}: {step.question[:50]}")
             yield show_results(ctx, experiment_id, f"Running… {step.done} of {step.total} cells done.")

@@ -1,0 +1,346 @@
+"""Demonstrations tab: write ideal responses (or correct a model draft), distil from a teacher, import, export."""
+
+from __future__ import annotations
+
+import tempfile
+from functools import partial
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from lab import data
+from lab.distill import TEACHER_SYSTEM, Teacher, distill
+from lab.generate import GenerationSettings, generate
+from lab.models import BASE_VIEW, ModelError
+from lab.presets import load_question_set, question_sets
+from lab.store import CATEGORIES, ORIGINS, Demonstration
+from ui.context import AppContext
+
+TABLE_COLUMNS = ["id", "prompt", "response", "category", "origin", "status", "author", "tags"]
+TURN_COLUMNS = ["role", "content"]
+
+
+def demonstrations_table(ctx: AppContext, search: str, category: str | None, origins: list[str], status: str):
+    demos = ctx.store.list_demonstrations(
+        search, category or None, origins or None, None if status == "all" else status
+    )
+    rows = []
+    for d in demos:
+        turns = [m for m in d.messages if m["role"] != "system"]
+        rows.append(
+            {
+                "id": d.id,
+                "prompt": turns[-2]["content"],
+                "response": turns[-1]["content"],
+                "category": d.category,
+                "origin": d.origin,
+                "status": d.status,
+                "author": d.author,
+                "tags": ", ".join(d.tags),
+            }
+        )
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+
+
+def build_demonstrations(ctx: AppContext, app: gr.Blocks) -> None:
+    editing = gr.State(None)  # id of the demonstration in the editor, None for a new one
+    draft = gr.State(None)  # the model's draft of the response, kept to record what the person changed
+    deleted = gr.State([])  # ids of the last deletion, for undo
+    author_memory = gr.BrowserState("", storage_key="alignment-lab-author")
+
+    with gr.Row():
+        with gr.Column(scale=3):
+            editor_title = gr.Markdown("### New demonstration")
+            system = gr.Textbox(label="System prompt (optional)", lines=1)
+            with gr.Accordion("Earlier turns (for a multi-turn demonstration)", open=False):
+                earlier = gr.Dataframe(
+                    pd.DataFrame(columns=TURN_COLUMNS),
+                    headers=TURN_COLUMNS,
+                    interactive=True,
+                    wrap=True,
+                    label="user / assistant turns before the prompt, in order",
+                    column_widths=["15%", "85%"],
+                )
+            prompt = gr.Textbox(label="Prompt", lines=3, elem_id="demo-prompt")
+            response = gr.Textbox(
+                label="Ideal response",
+                lines=6,
+                elem_id="demo-response",
+                info="Write it yourself, or draft it with the model and correct it",
+            )
+            with gr.Row():
+                category = gr.Dropdown(list(CATEGORIES), value="open QA", label="Category")
+                tags = gr.Textbox(label="Tags", placeholder="comma, separated")
+                author = gr.Textbox(label="Author", elem_id="demo-author")
+            with gr.Row():
+                draft_button = gr.Button("Draft with the model")
+                save = gr.Button("Save", variant="primary", elem_id="demo-save")
+                clear = gr.Button("New")
+            message = gr.Markdown(elem_id="demo-message")
+        with gr.Column(scale=4):
+            with gr.Row():
+                search = gr.Textbox(label="Search", scale=3)
+                category_filter = gr.Dropdown(["", *CATEGORIES], value="", label="Category", scale=2)
+                status_filter = gr.Dropdown(
+                    ["accepted", "pending", "rejected", "all"], value="accepted", label="Status", scale=2
+                )
+            origin_filter = gr.CheckboxGroup(list(ORIGINS), value=list(ORIGINS), label="Origin")
+            table = gr.Dataframe(
+                demonstrations_table(ctx, "", None, list(ORIGINS), "accepted"),
+                interactive=False,
+                wrap=True,
+                max_height=420,
+                elem_id="demo-table",
+                label="Click a row to edit it; select several ids below for bulk actions",
+            )
+            with gr.Row():
+                selected = gr.Textbox(label="Selected ids", placeholder="e.g. 3, 5, 8", scale=3)
+                accept = gr.Button("Accept", size="sm")
+                reject = gr.Button("Reject", size="sm")
+                delete = gr.Button("Delete", size="sm", variant="stop")
+                undo = gr.Button("Undo delete", size="sm")
+            counts = gr.Markdown()
+
+    with gr.Accordion("Distil from a teacher", open=False):
+        gr.Markdown("A teacher answers a prompt set; answers arrive as **pending** for you to accept, edit or reject.")
+        with gr.Row():
+            teacher_model = gr.Textbox(
+                label="Teacher model",
+                placeholder="empty = the loaded model",
+                info="A larger local model folder, or empty for the loaded model",
+            )
+            prompt_set = gr.Dropdown(question_sets(), value="starter", label="Prompt set")
+            few_shot = gr.Slider(0, 8, value=3, step=1, label="Worked examples from your demonstrations")
+            max_new = gr.Slider(16, 512, value=128, step=16, label="Max new tokens")
+        teacher_system = gr.Textbox(TEACHER_SYSTEM, label="Teacher system prompt", lines=2)
+        with gr.Row():
+            run_distill = gr.Button("Generate answers", variant="primary")
+            stop_distill = gr.Button("Stop")
+            accept_pending = gr.Button("Accept all pending")
+            reject_pending = gr.Button("Reject all pending")
+        distill_status = gr.Markdown()
+
+    with gr.Accordion("Import and export", open=False):
+        with gr.Row():
+            upload = gr.File(
+                label="JSONL, JSON, CSV or Parquet: TRL `messages`, instruction/input/output, or prompt/completion",
+                file_types=[".jsonl", ".json", ".csv", ".parquet"],
+            )
+            with gr.Column():
+                preview_text = gr.Markdown()
+                do_import = gr.Button("Import", variant="primary", interactive=False)
+                export = gr.DownloadButton("Export accepted as JSONL (TRL format)")
+        preview_table = gr.Dataframe(interactive=False, wrap=True, visible=False)
+
+    filters = [search, category_filter, origin_filter, status_filter]
+    editor = [editing, draft, system, earlier, prompt, response, category, tags, editor_title]
+    refresh = partial(refresh_table, ctx)
+    for control in filters:
+        control.change(refresh, filters, [table, counts])
+    table.select(partial(open_row, ctx), table, editor)
+    clear.click(blank_editor, outputs=editor)
+    draft_button.click(partial(draft_response, ctx), [system, earlier, prompt], [response, draft])
+    save.click(
+        partial(save_demonstration, ctx),
+        [editing, draft, system, earlier, prompt, response, category, tags, author],
+        [message, editing, editor_title],
+    ).then(refresh, filters, [table, counts])
+    author.change(lambda name: name, author, author_memory)
+    for button, status in ((accept, "accepted"), (reject, "rejected")):
+        button.click(partial(set_status, ctx, status=status), selected, message).then(refresh, filters, [table, counts])
+    delete.click(partial(delete_rows, ctx), selected, [message, deleted]).then(refresh, filters, [table, counts])
+    undo.click(partial(undo_delete, ctx), deleted, [message, deleted]).then(refresh, filters, [table, counts])
+    distill_event = run_distill.click(
+        partial(run_distillation, ctx),
+        [teacher_model, prompt_set, few_shot, max_new, teacher_system, author],
+        distill_status,
+    ).then(refresh, filters, [table, counts])
+    stop_distill.click(None, cancels=[distill_event]).then(refresh, filters, [table, counts])
+    for button, status in ((accept_pending, "accepted"), (reject_pending, "rejected")):
+        button.click(partial(review_pending, ctx, status=status), outputs=distill_status).then(
+            refresh, filters, [table, counts]
+        )
+    upload.change(partial(preview, ctx), upload, [preview_text, preview_table, do_import])
+    do_import.click(partial(import_file, ctx), upload, [preview_text, preview_table, do_import]).then(
+        refresh, filters, [table, counts]
+    )
+    export.click(partial(export_file, ctx), outputs=export)
+    app.load(lambda name: name, author_memory, author)  # the annotator's name, remembered by this browser
+    app.load(refresh, filters, [table, counts])
+
+
+def refresh_table(ctx: AppContext, search: str, category: str, origins: list[str], status: str):
+    frame = demonstrations_table(ctx, search, category, origins, status)
+    live = ctx.store.list_demonstrations(status=None)
+    by_status = {s: sum(d.status == s for d in live) for s in ("accepted", "pending", "rejected")}
+    return frame, f"{len(frame)} shown · {by_status['accepted']} accepted · {by_status['pending']} pending review"
+
+
+def blank_editor():
+    return None, None, "", pd.DataFrame(columns=TURN_COLUMNS), "", "", "open QA", "", "### New demonstration"
+
+
+def open_row(ctx: AppContext, frame: pd.DataFrame, evt: gr.SelectData):
+    demo = ctx.store.get_demonstration(int(frame.iloc[evt.index[0]]["id"]))
+    system = demo.messages[0]["content"] if demo.messages[0]["role"] == "system" else ""
+    turns = [m for m in demo.messages if m["role"] != "system"]
+    earlier = pd.DataFrame(turns[:-2], columns=TURN_COLUMNS)
+    title = f"### Editing #{demo.id} ({demo.origin}, {demo.status})"
+    return (
+        demo.id,
+        demo.draft,
+        system,
+        earlier,
+        turns[-2]["content"],
+        turns[-1]["content"],
+        demo.category,
+        ", ".join(demo.tags),
+        title,
+    )
+
+
+def conversation(system: str, earlier: pd.DataFrame | None, prompt: str) -> list[dict]:
+    """The messages up to and including the prompt, from the editor's fields."""
+    messages = [{"role": "system", "content": system}] if system.strip() else []
+    if earlier is not None and len(earlier):
+        for row in earlier.fillna("").to_dict("records"):
+            if str(row["content"]).strip():
+                messages.append({"role": str(row["role"]).strip(), "content": str(row["content"])})
+    return [*messages, {"role": "user", "content": prompt}]
+
+
+def draft_response(ctx: AppContext, system: str, earlier: pd.DataFrame, prompt: str):
+    if not prompt.strip():
+        raise gr.Error("Write the prompt first.")
+    ctx.wait_for_model()
+    try:
+        with ctx.models.use(BASE_VIEW) as lm:
+            reply = generate(lm, conversation(system, earlier, prompt), GenerationSettings(temperature=0.7, seed=None))
+    except (ModelError, ValueError) as err:
+        raise gr.Error(str(err)) from err
+    return reply.text, reply.text
+
+
+def save_demonstration(
+    ctx: AppContext,
+    demo_id: int | None,
+    draft: str | None,
+    system: str,
+    earlier: pd.DataFrame,
+    prompt: str,
+    response: str,
+    category: str,
+    tags: str,
+    author: str,
+):
+    """Check and save; refuses a conversation that already exists. Returns (message, id, editor title)."""
+    messages = [*conversation(system, earlier, prompt), {"role": "assistant", "content": response}]
+    origin = "human" if draft is None else ("model" if response.strip() == draft.strip() else "model-edited")
+    demo = Demonstration(
+        messages, category, [t.strip() for t in tags.split(",") if t.strip()], author.strip(), origin, draft, id=demo_id
+    )
+    try:
+        demo.check()
+    except ValueError as err:
+        raise gr.Error(f"Not saved: {err}.") from err
+    duplicate = ctx.store.find_duplicate(messages, exclude=demo_id)
+    if duplicate is not None:
+        raise gr.Error(f"Not saved: demonstration #{duplicate} is the same conversation.")
+    if demo_id is None:
+        [demo_id] = ctx.store.add_demonstrations([demo])
+    else:
+        old = ctx.store.get_demonstration(demo_id)
+        demo.origin, demo.teacher = (old.origin, old.teacher) if old.origin == "teacher" else (origin, "")
+        demo.draft = old.draft if draft is None else draft
+        ctx.store.update_demonstration(demo)
+    return f"Saved demonstration #{demo_id} ({demo.origin}).", demo_id, f"### Editing #{demo_id} ({demo.origin})"
+
+
+def _ids(text: str) -> list[int]:
+    try:
+        ids = [int(part) for part in text.replace(",", " ").split()]
+    except ValueError as err:
+        raise gr.Error("Selected ids must be numbers, e.g. 3, 5, 8.") from err
+    if not ids:
+        raise gr.Error("Type the ids of the demonstrations first (the id column).")
+    return ids
+
+
+def set_status(ctx: AppContext, text: str, status: str) -> str:
+    ids = _ids(text)
+    ctx.store.set_demonstration_status(ids, status)
+    return f"Marked {len(ids)} as {status}."
+
+
+def delete_rows(ctx: AppContext, text: str):
+    ids = _ids(text)
+    ctx.store.delete_demonstrations(ids)
+    return f"Deleted {len(ids)} demonstration(s). Undo brings them back.", ids
+
+
+def undo_delete(ctx: AppContext, ids: list[int]):
+    if not ids:
+        raise gr.Error("Nothing to undo.")
+    ctx.store.restore_demonstrations(ids)
+    return f"Restored {len(ids)} demonstration(s).", []
+
+
+def run_distillation(
+    ctx: AppContext,
+    model: str,
+    prompt_set: str,
+    few_shot: float,
+    max_new: float,
+    system: str,
+    author: str,
+    progress=gr.Progress(),
+):
+    teacher = Teacher(model=model.strip(), system=system, few_shot=int(few_shot))
+    settings = GenerationSettings(temperature=0.3, top_p=0.95, max_new_tokens=int(max_new), seed=0)
+    ctx.wait_for_model()
+    try:
+        for step in distill(ctx.store, ctx.models, teacher, load_question_set(prompt_set), settings, author):
+            progress((step.done, step.total), desc=step.prompt[:60])
+    except (ModelError, ValueError) as err:
+        raise gr.Error(str(err)) from err
+    return "Done: review the pending answers (Status: pending), then accept, edit or reject them."
+
+
+def review_pending(ctx: AppContext, status: str) -> str:
+    ids = [d.id for d in ctx.store.list_demonstrations(status="pending")]
+    ctx.store.set_demonstration_status(ids, status)
+    return f"Marked {len(ids)} pending answers as {status}."
+
+
+def preview(ctx: AppContext, path: str | None):
+    if not path:
+        return "", gr.update(visible=False), gr.update(interactive=False)
+    try:
+        result = data.preview_import(ctx.store, path)
+    except data.DataFileError as err:
+        return f"**Cannot import:** {err}", gr.update(visible=False), gr.update(interactive=False)
+    return (
+        f"**Preview:** {result.summary()}",
+        gr.update(value=result.table(), visible=True),
+        gr.update(interactive=bool(result.demonstrations)),
+    )
+
+
+def import_file(ctx: AppContext, path: str | None):
+    if not path:
+        raise gr.Error("Choose a file first.")
+    try:
+        report = data.import_demonstrations(ctx.store, path)
+    except data.DataFileError as err:
+        raise gr.Error(str(err)) from err
+    return report.summary(), gr.update(visible=False), gr.update(interactive=False)
+
+
+def export_file(ctx: AppContext) -> str:
+    path = Path(tempfile.mkdtemp()) / "demonstrations.jsonl"
+    try:
+        data.export_demonstrations(ctx.store, path)
+    except data.DataFileError as err:
+        raise gr.Error(str(err)) from err
+    return str(path)
