@@ -139,3 +139,32 @@ def test_run_a_starter_experiment_and_export_it(page, tmp_path):
     assert text.splitlines()[0].startswith("question,variant,system,template,response")
     assert len(text.strip().splitlines()) >= 5
     page.screenshot(path=str(tmp_path / "prompting.png"), full_page=True)
+
+
+def test_import_demonstrations_train_and_chat_with_the_adapter(page):
+    signoff = Path(__file__).resolve().parent.parent / "assets" / "demonstrations" / "signoff.jsonl"
+    page.get_by_role("tab", name="Demonstrations").click()
+    page.get_by_text("Import and export").click()
+    page.locator("input[type=file][accept*=jsonl]").set_input_files(str(signoff))
+    page.get_by_text("24 new demonstrations in 'messages' format").wait_for(timeout=30_000)
+    page.get_by_role("button", name="Import", exact=True).click()
+    page.get_by_text("Imported 24 demonstrations").wait_for(timeout=30_000)
+    page.get_by_text("24 accepted").wait_for(timeout=10_000)
+
+    page.get_by_role("tab", name="Training").click()
+    page.get_by_text("Hyperparameters").click()
+    page.get_by_label("max_steps").fill("2")
+    page.get_by_label("eval_fraction").fill("0")
+    page.locator("#start-run").click()
+    message = page.locator("#start-message")
+    message.get_by_text("started").wait_for(timeout=30_000)
+    run_id = message.locator("strong").inner_text()
+    page.locator("#run-status").get_by_text("· done ·").wait_for(timeout=240_000)
+    assert page.locator("#run-status").get_by_text("step 2 / 2").is_visible()
+
+    page.get_by_role("tab", name="Chat").click()
+    page.get_by_label("Adapter").click()
+    page.get_by_role("option", name=run_id).click()
+    page.locator("#chat-input textarea").fill("Hello!")
+    page.keyboard.press("Enter")
+    page.locator("#status-bar").get_by_text(f"adapters: {run_id}").wait_for(timeout=60_000)

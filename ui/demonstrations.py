@@ -23,7 +23,7 @@ TURN_COLUMNS = ["role", "content"]
 
 def demonstrations_table(ctx: AppContext, search: str, category: str | None, origins: list[str], status: str):
     demos = ctx.store.list_demonstrations(
-        search, category or None, origins or None, None if status == "all" else status
+        search or "", category or None, origins or None, None if status == "all" else status
     )
     rows = []
     for d in demos:
