@@ -176,8 +176,8 @@ def page_served(url: str) -> bool:
 
 
 def model_status(url: str) -> str:
-    """The status bar's text, through the API endpoint of its 1 s timer (`/lambda`, defined in ui/app.py)."""
-    call = f"{url}/gradio_api/call/lambda"
+    """The status bar's text, through the API endpoint of its 1 s timer (`/model_status`, in ui/app.py)."""
+    call = f"{url}/gradio_api/call/model_status"
     request = urllib.request.Request(call, data=b'{"data": []}', headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=5) as response:
         event = json.load(response)["event_id"]

@@ -175,3 +175,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelError, PromptTooLongError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyError as err:  # an unknown id: the message is the key error's text
+        print(f"error: {err.args[0]}", file=sys.stderr)
+        return 2

@@ -47,3 +47,57 @@ def test_exposing_the_app_requires_auth(argv, capsys):
 def test_exposing_with_auth_is_allowed():
     args = parse_args(["--host", "0.0.0.0", "--auth", "ann:secret"])
     assert args.auth == "ann:secret"
+
+
+def test_import_then_export_round_trips_through_the_cli(tmp_path, capsys):
+    source = tmp_path / "demos.jsonl"
+    source.write_text(
+        '{"instruction": "Say hi", "input": "", "output": "Hi!"}\n'
+        '{"instruction": "Add", "input": "2 and 2", "output": "4"}\n'
+    )
+    workspace = str(tmp_path / "ws")
+    assert main(["import", str(source), "--workspace", workspace]) == 0
+    assert "Imported 2 demonstrations" in capsys.readouterr().out
+    out = tmp_path / "out.jsonl"
+    assert main(["export", "demonstrations", "--out", str(out), "--workspace", workspace]) == 0
+    assert out.read_text().count('"messages"') == 2
+
+
+def test_a_bad_import_exits_non_zero_and_names_the_line(tmp_path, capsys):
+    source = tmp_path / "bad.jsonl"
+    source.write_text(
+        '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\nnot json\n'
+    )
+    assert main(["import", str(source), "--workspace", str(tmp_path / "ws")]) == 2
+    assert "line 2" in capsys.readouterr().err
+
+
+def test_train_refuses_an_unknown_config_key(tmp_path, capsys):
+    assert main(["train", "sft", "--workspace", str(tmp_path), "--set", "learning_rat=0.1"]) == 2
+    assert "unknown key 'learning_rat'" in capsys.readouterr().err
+
+
+def test_train_sft_headless_prints_where_the_adapter_is(tiny_model_dir, tmp_path, capsys):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]}\n')
+    code = main(
+        [
+            "train",
+            "sft",
+            "--workspace",
+            str(tmp_path / "ws"),
+            "--data",
+            str(data),
+            "--set",
+            f"model={tiny_model_dir}",
+            "--set",
+            "max_steps=2",
+            "--set",
+            "eval_fraction=0",
+            "--set",
+            "device=cpu",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "Adapter saved in" in out and (tmp_path / "ws" / "runs").is_dir()

@@ -21,7 +21,11 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         with gr.Row():
             gr.Markdown("## Alignment Lab")
             status = gr.Markdown(ctx.models.status, elem_id="status-bar")
-        gr.Timer(1.0).tick(lambda: f"**Model:** {ctx.models.status}", outputs=status, show_progress="hidden")
+
+        def model_status() -> str:
+            return f"**Model:** {ctx.models.status}"
+
+        gr.Timer(1.0).tick(model_status, outputs=status, show_progress="hidden", api_name="model_status")
         with gr.Tab("Chat", id="chat"):
             build_chat(ctx)
         with gr.Tab("Prompting", id="prompting"):

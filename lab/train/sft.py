@@ -30,6 +30,11 @@ class SFTRunConfig(LoraSettings):
     model: str = help_field(DEFAULT_MODEL, "Base model: the embedded default, a local folder, or a hub id.")
     precision: str = help_field("fp32", "fp32 / bf16 / fp16, or 4bit for QLoRA (NF4 base, LoRA in full precision).")
     device: str = help_field("auto", "Where to train: auto, cpu, cuda or mps.")
+    mixed_precision: bool = help_field(
+        True,
+        "Compute in bf16 where the hardware does it natively (recent GPUs; CPUs with AVX512-BF16 or AMX), "
+        "keeping the weights in their precision: faster and lighter, as TRL does by default.",
+    )
     init_adapter: str = help_field("", "Continue training this adapter folder instead of starting a new one.")
     # data
     data: str = help_field("", "JSONL file of conversations in TRL's `messages` format.")
@@ -96,9 +101,20 @@ def load_examples(path: str | Path, eval_fraction: float, seed: int):
     return pick("train"), pick("test")
 
 
+def native_bf16(device: str) -> bool:
+    """Does this device compute in bf16 natively (so autocast speeds training up instead of emulating it)?"""
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device == "cpu":
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+    return False
+
+
 def build_trainer(config: SFTRunConfig, run_dir: Path):
     """The TRL SFTTrainer for this config: base model (maybe 4-bit), LoRA adapter, callbacks."""
-    import torch
     from peft import PeftModel
     from trl import SFTConfig, SFTTrainer
 
@@ -138,7 +154,7 @@ def build_trainer(config: SFTRunConfig, run_dir: Path):
         report_to="none",
         disable_tqdm=False,  # a terminal progress bar on the CLI and in log.txt
         use_cpu=lm.device == "cpu",
-        bf16=cuda and torch.cuda.is_bf16_supported() and config.precision in ("bf16", "4bit"),
+        bf16=config.mixed_precision and config.precision != "fp16" and native_bf16(lm.device),
         fp16=config.precision == "fp16",
         # QLoRA on a GPU: recompute activations and page the optimizer state to fit in memory.
         gradient_checkpointing=cuda and quantized,

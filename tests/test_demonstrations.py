@@ -1,0 +1,87 @@
+"""Demonstrations in the workspace, and distillation from a teacher on the tiny model."""
+
+import pytest
+
+from lab.distill import Teacher, distill, teacher_messages
+from lab.generate import GenerationSettings
+from lab.models import ModelManager
+from lab.store import Demonstration, Prompt, Store
+
+HI = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(tmp_path)
+
+
+def test_same_conversation_is_found_whatever_its_spacing(store):
+    [first] = store.add_demonstrations([Demonstration(HI)])
+    spaced = [{"role": "user", "content": " hi "}, {"role": "assistant", "content": "Hello!\n"}]
+    assert store.find_duplicate(spaced) == first
+    assert store.find_duplicate(spaced, exclude=first) is None
+
+
+def test_delete_is_undoable(store):
+    ids = store.add_demonstrations(
+        [Demonstration(HI), Demonstration([*HI[:1], {"role": "assistant", "content": "Yo"}])]
+    )
+    store.delete_demonstrations(ids[:1])
+    assert [d.id for d in store.list_demonstrations()] == ids[1:]
+    assert store.find_duplicate(HI) is None  # a deleted row is not a duplicate
+    store.restore_demonstrations(ids[:1])
+    assert sorted(d.id for d in store.list_demonstrations()) == ids
+
+
+def test_a_bad_row_in_a_batch_writes_nothing(store):
+    bad = Demonstration([{"role": "user", "content": "only a question"}])
+    with pytest.raises(ValueError, match="demonstration 2: the conversation must end with the assistant"):
+        store.add_demonstrations([Demonstration(HI), bad])
+    assert store.list_demonstrations(status=None) == []
+
+
+def test_draft_and_origin_are_kept_through_an_edit(store):
+    [demo_id] = store.add_demonstrations([Demonstration(HI, origin="model-edited", draft="Hello there, friend!")])
+    demo = store.get_demonstration(demo_id)
+    demo.messages[-1]["content"] = "Hello! How can I help?"
+    store.update_demonstration(demo)
+    again = store.get_demonstration(demo_id)
+    assert (again.origin, again.draft, again.messages[-1]["content"]) == (
+        "model-edited",
+        "Hello there, friend!",
+        "Hello! How can I help?",
+    )
+
+
+def test_teacher_prompt_has_system_examples_then_the_question():
+    examples = [
+        Demonstration(HI),
+        Demonstration([{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]),
+    ]
+    messages = teacher_messages(Teacher(system="Be exact.", few_shot=1), examples, "Capital of Peru?")
+    assert messages == [
+        {"role": "system", "content": "Be exact."},
+        *HI,
+        {"role": "user", "content": "Capital of Peru?"},
+    ]
+
+
+def test_distilled_answers_wait_for_review_and_keep_their_origin(store, tiny_model_dir):
+    models = ModelManager()
+    models.load(str(tiny_model_dir), "fp32", "cpu")
+    store.add_demonstrations([Demonstration(HI)])
+    prompts = [Prompt("Why is the sky blue?", "open QA"), Prompt("Name a fruit.", "brainstorming", ["food"])]
+    steps = list(distill(store, models, Teacher(), prompts, GenerationSettings(temperature=0, max_new_tokens=8)))
+    assert [s.done for s in steps] == [1, 2]
+    pending = store.list_demonstrations(status="pending")
+    assert len(pending) == 2 and {d.origin for d in pending} == {"teacher"}
+    assert all(d.draft == d.messages[-1]["content"] and "examples" in d.teacher for d in pending)
+    assert store.list_demonstrations(origins=["teacher"]) == []  # not trainable until accepted
+    store.set_demonstration_status([pending[0].id], "accepted")
+    assert [d.id for d in store.list_demonstrations(origins=["teacher"])] == [pending[0].id]
+    assert [d.origin for d in store.list_demonstrations(origins=["human"])] == ["human"]
+
+
+def test_distilling_nothing_is_refused(store):
+    with pytest.raises(ValueError, match="at least one prompt"):
+        next(distill(store, ModelManager(), Teacher(), [], GenerationSettings()))
