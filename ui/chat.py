@@ -94,7 +94,11 @@ def build_chat(ctx: AppContext) -> None:
                     device = gr.Dropdown(list(DEVICES), value="auto", label="Device")
                 load = gr.Button("Load model")
                 view = gr.Dropdown(
-                    list_views(ctx), value=BASE_VIEW, label="Adapter", info="'base' runs with every adapter disabled"
+                    list_views(ctx),
+                    value=BASE_VIEW,
+                    label="Adapter",
+                    elem_id="chat-adapter",
+                    info="'base' runs with every adapter disabled",
                 )
 
     sampling = [system, temperature, top_p, max_new, seed, stop, view]
