@@ -1,4 +1,4 @@
-"""What every training method shares: the run folder, LoRA settings, and the callbacks.
+"""What every training method shares: the run folder, LoRA settings, config checks and the stop signal.
 
 A run folder (workspace/runs/<run_id>/) holds config.yaml (the exact resolved
 config, written before step 0), metrics.jsonl (one JSON object per log step),
@@ -13,14 +13,12 @@ import resource
 import signal
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
-from transformers import TrainerCallback
 
 STOP_REQUESTED = threading.Event()  # set by SIGTERM/SIGINT in a training process; honoured at a step boundary
 
@@ -111,40 +109,6 @@ def peak_memory_mb() -> float:
         return torch.cuda.max_memory_allocated() / 2**20
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return rss / (2**20 if sys.platform == "darwin" else 2**10)
-
-
-class MetricsCallback(TrainerCallback):
-    """Appends one JSON row per log step to metrics.jsonl: what the UI's curves and progress bar read."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / "metrics.jsonl"
-        self.start = time.monotonic()
-        self.first_step = 0
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.start, self.first_step = time.monotonic(), state.global_step  # a resumed run starts mid-way
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        elapsed = time.monotonic() - self.start
-        row = {"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch, "time": elapsed}
-        row.update({k: v for k, v in (logs or {}).items() if isinstance(v, int | float)})
-        if "num_tokens" in row and elapsed > 0:
-            row["tokens_per_second"] = row["num_tokens"] / elapsed
-        steps_done = state.global_step - self.first_step
-        if steps_done > 0:
-            row["seconds_per_step"] = elapsed / steps_done
-        row["memory_mb"] = peak_memory_mb()
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-
-
-class StopCallback(TrainerCallback):
-    """Ends training at the next step boundary once a stop was requested; the caller then saves the adapter."""
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if STOP_REQUESTED.is_set():
-            control.should_training_stop = True
-            control.should_save = True  # a checkpoint to resume from
 
 
 def install_stop_signals() -> None:

@@ -13,13 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.models import DEFAULT_MODEL, DEVICES, PRECISIONS
-from lab.train.common import (
-    LoraSettings,
-    MetricsCallback,
-    StopCallback,
-    help_field,
-    latest_checkpoint,
-)
+from lab.train.common import LoraSettings, help_field, latest_checkpoint
 
 
 @dataclass
@@ -119,6 +113,7 @@ def build_trainer(config: SFTRunConfig, run_dir: Path):
     from trl import SFTConfig, SFTTrainer
 
     from lab.models import load_model
+    from lab.train.callbacks import MetricsCallback, StopCallback
 
     lm = load_model(config.model, config.precision, config.device, progress=lambda m: print(m, flush=True))
     train, evaluation = load_examples(config.data, config.eval_fraction, config.seed)

@@ -1,0 +1,48 @@
+"""TRL/transformers callbacks shared by every method: metrics rows for the UI, and stop at a step boundary.
+
+Kept apart from common.py so that importing the lab (and starting the app) does not import the trainer stack.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from lab.train.common import STOP_REQUESTED, peak_memory_mb
+
+
+class MetricsCallback(TrainerCallback):
+    """Appends one JSON row per log step to metrics.jsonl: what the UI's curves and progress bar read."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        self.start = time.monotonic()
+        self.first_step = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start, self.first_step = time.monotonic(), state.global_step  # a resumed run starts mid-way
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        elapsed = time.monotonic() - self.start
+        row = {"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch, "time": elapsed}
+        row.update({k: v for k, v in (logs or {}).items() if isinstance(v, int | float)})
+        if "num_tokens" in row and elapsed > 0:
+            row["tokens_per_second"] = row["num_tokens"] / elapsed
+        steps_done = state.global_step - self.first_step
+        if steps_done > 0:
+            row["seconds_per_step"] = elapsed / steps_done
+        row["memory_mb"] = peak_memory_mb()
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+class StopCallback(TrainerCallback):
+    """Ends training at the next step boundary once a stop was requested; the caller then saves the adapter."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if STOP_REQUESTED.is_set():
+            control.should_training_stop = True
+            control.should_save = True  # a checkpoint to resume from
