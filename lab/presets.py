@@ -153,3 +153,8 @@ def load_question_set(name: str, folder: Path = ASSETS_DIR / "prompts") -> list[
             raise PresetError(f"{path.name} line {number}: category must be one of {', '.join(CATEGORIES)}.")
         prompts.append(Prompt(row["text"], row["category"], row.get("tags", []), f"bundled:{name}"))
     return prompts
+
+
+def demonstration_sets(folder: Path = ASSETS_DIR / "demonstrations") -> dict[str, Path]:
+    """The bundled starter demonstrations (TRL `messages` JSONL), by name."""
+    return {p.stem: p for p in sorted(folder.glob("*.jsonl"))}

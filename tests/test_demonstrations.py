@@ -85,3 +85,11 @@ def test_distilled_answers_wait_for_review_and_keep_their_origin(store, tiny_mod
 def test_distilling_nothing_is_refused(store):
     with pytest.raises(ValueError, match="at least one prompt"):
         next(distill(store, ModelManager(), Teacher(), [], GenerationSettings()))
+
+
+def test_every_starter_set_imports(store):
+    from lab.data import import_demonstrations
+    from lab.presets import demonstration_sets
+
+    counts = {name: import_demonstrations(store, path).imported for name, path in demonstration_sets().items()}
+    assert counts["signoff"] == 24 and all(counts.values())

@@ -13,7 +13,7 @@ from lab import data
 from lab.distill import TEACHER_SYSTEM, Teacher, distill
 from lab.generate import GenerationSettings, generate
 from lab.models import BASE_VIEW, ModelError
-from lab.presets import load_question_set, question_sets
+from lab.presets import demonstration_sets, load_question_set, question_sets
 from lab.store import CATEGORIES, ORIGINS, Demonstration
 from ui.context import AppContext
 
@@ -132,6 +132,14 @@ def build_demonstrations(ctx: AppContext, app: gr.Blocks) -> None:
                 do_import = gr.Button("Import", variant="primary", interactive=False)
                 export = gr.DownloadButton("Export accepted as JSONL (TRL format)")
         preview_table = gr.Dataframe(interactive=False, wrap=True, visible=False)
+        with gr.Row():
+            starter = gr.Dropdown(
+                list(demonstration_sets()),
+                value="signoff",
+                label="Starter set",
+                info="signoff teaches a fixed sign-off; truthful and polite fit the starter experiments",
+            )
+            add_starter = gr.Button("Add the starter set")
 
     filters = [search, category_filter, origin_filter, status_filter]
     editor = [editing, draft, system, earlier, prompt, response, category, tags, editor_title]
@@ -166,6 +174,7 @@ def build_demonstrations(ctx: AppContext, app: gr.Blocks) -> None:
         refresh, filters, [table, counts]
     )
     export.click(partial(export_file, ctx), outputs=export)
+    add_starter.click(partial(import_starter, ctx), starter, preview_text).then(refresh, filters, [table, counts])
     app.load(lambda name: name, author_memory, author)  # the annotator's name, remembered by this browser
     app.load(refresh, filters, [table, counts])
 
@@ -335,6 +344,10 @@ def import_file(ctx: AppContext, path: str | None):
     except data.DataFileError as err:
         raise gr.Error(str(err)) from err
     return report.summary(), gr.update(visible=False), gr.update(interactive=False)
+
+
+def import_starter(ctx: AppContext, name: str) -> str:
+    return data.import_demonstrations(ctx.store, demonstration_sets()[name]).summary()
 
 
 def export_file(ctx: AppContext) -> str:
