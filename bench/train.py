@@ -97,6 +97,7 @@ def app_path(steps: int, batch_size: int, precision: str) -> dict:
         "learning_rate=0.001",
         "eval_fraction=0.0",
         "save_steps=100000",
+        "sample_every=0",
         f"precision={precision}",
         "device=cpu",
     ]

@@ -158,3 +158,13 @@ def test_stopping_a_queued_run_means_it_never_starts(store, tiny_model_dir):
     assert jobs.start_next(store) is None
     with pytest.raises(jobs.JobError, match="no checkpoint"):
         jobs.resume(store, second.id)
+
+
+def test_samples_show_what_the_model_answers_while_training(store, tiny_model_dir):
+    from lab.train.common import read_samples
+
+    run = jobs.prepare(store, "sft", config(tiny_model_dir, max_steps=4, sample_every=2), data_file=str(SIGNOFF))
+    assert jobs.execute(store, run.id) == 0
+    samples = read_samples(jobs.run_dir(store, run.id))
+    assert sorted({s["step"] for s in samples}) == [2, 4]
+    assert all(s["prompt"] and isinstance(s["completion"], str) for s in samples)

@@ -12,7 +12,7 @@ from lab import jobs
 from lab.curves import curves, progress
 from lab.store import ORIGINS
 from lab.train import METHODS
-from lab.train.common import config_for, read_metrics
+from lab.train.common import config_for, read_metrics, read_samples
 from ui.context import AppContext
 
 RUN_COLUMNS = ["id", "name", "status", "steps", "final loss", "created"]
@@ -115,12 +115,15 @@ def build_training(ctx: AppContext) -> None:
                 resume = gr.Button("Resume", size="sm")
             status = gr.Markdown(elem_id="run-status")
     plot = gr.Plot(label="Curves")
+    samples = gr.Dataframe(
+        label="What the model answers as it trains (samples.jsonl)", interactive=False, wrap=True, max_height=300
+    )
     with gr.Accordion("Config and log", open=False):
         config_view = gr.Code(language="yaml", label="config.yaml")
         log = gr.Textbox(label="Last lines of log.txt", lines=10, max_lines=20)
 
     watch = [selected, compare]
-    details = [status, plot, config_view, log]
+    details = [status, plot, samples, config_view, log]
     timer = gr.Timer(2.0)
     timer.tick(partial(poll, ctx), watch, [table, *details], show_progress="hidden")
     selected.focus(partial(list_runs, ctx), outputs=selected)
@@ -168,7 +171,7 @@ def poll(ctx: AppContext, run_id: str | None, other: str | None):
 
 def show_run(ctx: AppContext, run_id: str | None, other: str | None):
     if not run_id:
-        return "Pick a run to see its progress and curves.", None, "", ""
+        return "Pick a run to see its progress and curves.", None, None, "", ""
     run = ctx.store.get_run(run_id)
     folder = jobs.run_dir(ctx.store, run_id)
     rows = read_metrics(folder)
@@ -183,7 +186,8 @@ def show_run(ctx: AppContext, run_id: str | None, other: str | None):
     if other and other != run_id:
         series[ctx.store.get_run(other).name or other] = read_metrics(jobs.run_dir(ctx.store, other))
     config = (folder / "config.yaml").read_text(encoding="utf-8") if (folder / "config.yaml").is_file() else ""
-    return "\n\n".join(lines), curves(series), config, jobs.log_tail(folder, 20)
+    answers = pd.DataFrame(read_samples(folder)[::-1], columns=["step", "prompt", "completion"])
+    return "\n\n".join(lines), curves(series), answers, config, jobs.log_tail(folder, 20)
 
 
 def stop_run(ctx: AppContext, run_id: str | None) -> str:

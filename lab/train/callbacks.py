@@ -46,3 +46,38 @@ class StopCallback(TrainerCallback):
         if STOP_REQUESTED.is_set():
             control.should_training_stop = True
             control.should_save = True  # a checkpoint to resume from
+
+
+class SamplesCallback(TrainerCallback):
+    """Every `every` steps (and at the end), write the model's greedy answer to a few held-out prompts
+    to samples.jsonl, so the taught behaviour can be watched as it appears."""
+
+    def __init__(self, run_dir: Path, prompts: list[list[dict]], every: int, max_new_tokens: int = 48) -> None:
+        self.path = run_dir / "samples.jsonl"
+        self.prompts, self.every, self.max_new_tokens = prompts, every, max_new_tokens
+
+    def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+        last = state.global_step >= state.max_steps or control.should_training_stop
+        if self.every > 0 and self.prompts and (state.global_step % self.every == 0 or last):
+            self.sample(state.global_step, model, processing_class)
+
+    def sample(self, step: int, model, tokenizer) -> None:
+        import torch
+
+        was_training = model.training
+        model.eval()
+        with torch.inference_mode(), self.path.open("a", encoding="utf-8") as f:
+            for messages in self.prompts:
+                ids = tokenizer.apply_chat_template(
+                    messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+                )["input_ids"].to(model.device)
+                out = model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    do_sample=False,
+                    max_new_tokens=self.max_new_tokens,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+                text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
+                f.write(json.dumps({"step": step, "prompt": messages[-1]["content"], "completion": text}) + "\n")
+        model.train(was_training)

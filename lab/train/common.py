@@ -104,6 +104,14 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return rows
 
 
+def read_samples(run_dir: Path) -> list[dict]:
+    """The completions sampled during training so far (samples.jsonl), oldest first."""
+    path = run_dir / "samples.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def peak_memory_mb() -> float:
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20

@@ -44,6 +44,9 @@ class SFTRunConfig(LoraSettings):
     seed: int = help_field(42, "Random seed for the split, the adapter's initialisation and shuffling.")
     logging_steps: int = help_field(1, "Write a metrics row every this many steps.")
     save_steps: int = help_field(25, "Write a checkpoint (for resume) every this many steps.")
+    sample_every: int = help_field(
+        20, "Every this many steps, write the model's answer to two held-out prompts to samples.jsonl (0 = never)."
+    )
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS or self.precision == "8bit":
@@ -55,6 +58,8 @@ class SFTRunConfig(LoraSettings):
         for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length", "logging_steps", "save_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if self.sample_every < 0:
+            raise ValueError(f"sample_every: must be 0 (never) or more, got {self.sample_every}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate: must be positive, got {self.learning_rate}")
         if self.max_steps == 0 or (self.max_steps < 0 and self.epochs <= 0):
@@ -95,6 +100,11 @@ def load_examples(path: str | Path, eval_fraction: float, seed: int):
     return pick("train"), pick("test")
 
 
+def sample_prompts(examples, count: int = 2) -> list[list[dict]]:
+    """The conversations (up to the answer) of the first few validation examples, or training ones if none."""
+    return [row["prompt"] for row in examples.select(range(min(count, len(examples))))]
+
+
 def native_bf16(device: str) -> bool:
     """Does this device compute in bf16 natively (so autocast speeds training up instead of emulating it)?"""
     import torch
@@ -113,7 +123,7 @@ def build_trainer(config: SFTRunConfig, run_dir: Path):
     from trl import SFTConfig, SFTTrainer
 
     from lab.models import load_model
-    from lab.train.callbacks import MetricsCallback, StopCallback
+    from lab.train.callbacks import MetricsCallback, SamplesCallback, StopCallback
 
     lm = load_model(config.model, config.precision, config.device, progress=lambda m: print(m, flush=True))
     train, evaluation = load_examples(config.data, config.eval_fraction, config.seed)
@@ -163,7 +173,13 @@ def build_trainer(config: SFTRunConfig, run_dir: Path):
         eval_dataset=evaluation,
         processing_class=lm.tokenizer,
         peft_config=peft_config,
-        callbacks=[MetricsCallback(run_dir), StopCallback()],
+        callbacks=[
+            MetricsCallback(run_dir),
+            StopCallback(),
+            SamplesCallback(
+                run_dir, sample_prompts(evaluation if evaluation is not None else train), config.sample_every
+            ),
+        ],
     )
 
 
