@@ -245,6 +245,22 @@ def check_messages(messages: list[dict]) -> None:
         raise ValueError("the conversation must end with the assistant's response")
 
 
+def _demonstration_fields(d: Demonstration) -> tuple:
+    """The stored columns of a demonstration, in the order of the INSERT (source last)."""
+    return (
+        json.dumps(d.messages),
+        fingerprint(d.messages),
+        d.category,
+        json.dumps(d.tags),
+        d.author,
+        d.origin,
+        d.draft,
+        d.teacher,
+        d.status,
+        d.source,
+    )
+
+
 @dataclass
 class Run:
     """A training run: its row in the workspace; artifacts live in runs/<id>/."""
@@ -520,20 +536,7 @@ class Store:
                 cur = db.execute(
                     "INSERT INTO demonstrations (messages, fingerprint, category, tags, author, origin, draft, teacher,"
                     " status, source, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        json.dumps(d.messages),
-                        fingerprint(d.messages),
-                        d.category,
-                        json.dumps(d.tags),
-                        d.author,
-                        d.origin,
-                        d.draft,
-                        d.teacher,
-                        d.status,
-                        d.source,
-                        stamp,
-                        stamp,
-                    ),
+                    (*_demonstration_fields(d), stamp, stamp),
                 )
                 d.id, d.created_at, d.updated_at = cur.lastrowid, stamp, stamp
                 ids.append(cur.lastrowid)
@@ -545,19 +548,7 @@ class Store:
             cur = db.execute(
                 "UPDATE demonstrations SET messages=?, fingerprint=?, category=?, tags=?, author=?, origin=?, draft=?,"
                 " teacher=?, status=?, updated_at=? WHERE id=? AND deleted_at IS NULL",
-                (
-                    json.dumps(demo.messages),
-                    fingerprint(demo.messages),
-                    demo.category,
-                    json.dumps(demo.tags),
-                    demo.author,
-                    demo.origin,
-                    demo.draft,
-                    demo.teacher,
-                    demo.status,
-                    now(),
-                    demo.id,
-                ),
+                (*_demonstration_fields(demo)[:-1], now(), demo.id),
             )
             if cur.rowcount == 0:
                 raise KeyError(f"No demonstration with id {demo.id}.")
