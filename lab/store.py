@@ -112,6 +112,25 @@ MIGRATIONS: list[str] = [
         finished_at TEXT
     );
     """,
+    # 3: comparisons (preference votes)
+    """
+    CREATE TABLE comparisons (
+        id INTEGER PRIMARY KEY,
+        prompt TEXT NOT NULL,
+        item TEXT NOT NULL,
+        candidates TEXT NOT NULL,
+        shown TEXT NOT NULL,
+        ranks TEXT,
+        verdict TEXT NOT NULL CHECK (verdict IN ('ranked', 'tie', 'both-bad', 'skipped')),
+        annotator TEXT NOT NULL DEFAULT '',
+        reason TEXT NOT NULL DEFAULT '',
+        source TEXT NOT NULL DEFAULT 'typed',
+        created_at TEXT NOT NULL,
+        deleted_at TEXT
+    );
+    CREATE INDEX comparisons_item ON comparisons (item);
+    CREATE INDEX comparisons_annotator ON comparisons (annotator, created_at);
+    """,
 ]
 
 
@@ -277,6 +296,54 @@ class Run:
     created_at: str = ""
     started_at: str | None = None
     finished_at: str | None = None
+
+
+VERDICTS = ("ranked", "tie", "both-bad", "skipped")
+
+
+@dataclass
+class Comparison:
+    """One vote: K candidate answers to one prompt, the order they were shown in, and how they ranked.
+
+    ranks[i] is the rank of candidates[i] (1 = best; equal ranks are ties); None when the
+    verdict is 'both-bad' or 'skipped'. Each candidate records its model reference and sampling settings.
+    """
+
+    prompt: list[dict]
+    candidates: list[dict]  # [{"text", "model", "settings"}]
+    shown: list[int]  # shown[position] = index of the candidate shown there (left to right)
+    ranks: list[int] | None
+    verdict: str = "ranked"
+    annotator: str = ""
+    reason: str = ""
+    source: str = "typed"
+    id: int | None = None
+    created_at: str = ""
+
+    @property
+    def item(self) -> str:
+        """The same prompt and the same set of answers, whoever votes and in whatever order they are shown."""
+        texts = sorted(" ".join(c["text"].split()) for c in self.candidates)
+        return fingerprint([*self.prompt, *({"role": "assistant", "content": t} for t in texts)])
+
+    def check(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"unknown verdict '{self.verdict}'")
+        if not 2 <= len(self.candidates) <= 8:
+            raise ValueError(f"a comparison needs 2 to 8 candidates, got {len(self.candidates)}")
+        if sorted(self.shown) != list(range(len(self.candidates))):
+            raise ValueError("shown must be an order of the candidates")
+        if any(not str(c.get("text", "")).strip() for c in self.candidates):
+            raise ValueError("a candidate answer is empty")
+        if not self.prompt or self.prompt[-1].get("role") != "user":
+            raise ValueError("the prompt must end with a user turn")
+        if self.verdict in ("ranked", "tie"):
+            if self.ranks is None or len(self.ranks) != len(self.candidates) or min(self.ranks) < 1:
+                raise ValueError("give every candidate a rank from 1 (best)")
+            if self.verdict == "tie" and len(set(self.ranks)) != 1:
+                raise ValueError("a tie gives every candidate the same rank")
+        elif self.ranks is not None:
+            raise ValueError(f"a '{self.verdict}' vote has no ranks")
 
 
 class Store:
@@ -675,4 +742,78 @@ class Store:
             r["created_at"],
             r["started_at"],
             r["finished_at"],
+        )
+
+    # comparisons
+
+    def add_comparison(self, comparison: Comparison) -> int:
+        """Store one vote; it is in the database when this returns."""
+        [comparison.id] = self.add_comparisons([comparison])
+        return comparison.id
+
+    def add_comparisons(self, comparisons: list[Comparison]) -> list[int]:
+        """Insert all (an import) in one transaction, or none if any is invalid."""
+        for number, comparison in enumerate(comparisons, start=1):
+            try:
+                comparison.check()
+            except ValueError as err:
+                raise ValueError(f"comparison {number}: {err}") from err
+        stamp = now()
+        with self._write() as db:
+            return [
+                db.execute(
+                    "INSERT INTO comparisons (prompt, item, candidates, shown, ranks, verdict, annotator, reason,"
+                    " source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        json.dumps(c.prompt),
+                        c.item,
+                        json.dumps(c.candidates),
+                        json.dumps(c.shown),
+                        json.dumps(c.ranks),
+                        c.verdict,
+                        c.annotator,
+                        c.reason,
+                        c.source,
+                        stamp,
+                    ),
+                ).lastrowid
+                for c in comparisons
+            ]
+
+    def undo_last_comparison(self, annotator: str) -> Comparison | None:
+        """Withdraw this annotator's latest live vote; returns it (None if there is none)."""
+        with self._write() as db:
+            row = db.execute(
+                "SELECT * FROM comparisons WHERE annotator = ? AND deleted_at IS NULL ORDER BY id DESC LIMIT 1",
+                (annotator,),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE comparisons SET deleted_at = ? WHERE id = ?", (now(), row["id"]))
+        return self._comparison(row)
+
+    def list_comparisons(self, exclude_annotators: tuple[str, ...] = (), source: str | None = None) -> list[Comparison]:
+        """Live votes, oldest first."""
+        query, args = "SELECT * FROM comparisons WHERE deleted_at IS NULL", []
+        if exclude_annotators:
+            query += f" AND annotator NOT IN ({', '.join('?' * len(exclude_annotators))})"
+            args += list(exclude_annotators)
+        if source:
+            query, args = query + " AND source = ?", [*args, source]
+        with self._read() as db:
+            return [self._comparison(r) for r in db.execute(query + " ORDER BY id", args)]
+
+    @staticmethod
+    def _comparison(r: sqlite3.Row) -> Comparison:
+        return Comparison(
+            json.loads(r["prompt"]),
+            json.loads(r["candidates"]),
+            json.loads(r["shown"]),
+            json.loads(r["ranks"]),
+            r["verdict"],
+            r["annotator"],
+            r["reason"],
+            r["source"],
+            r["id"],
+            r["created_at"],
         )

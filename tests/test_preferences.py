@@ -1,0 +1,231 @@
+"""Votes in the workspace, their export as TRL preference pairs, preference imports, and vote quality."""
+
+import json
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lab.data import DataFileError
+from lab.evaluate import agreement, annotator_report, battles, leaderboard, position_bias, win_rates
+from lab.preferences import export_preferences, import_preferences, preference_rows, ranked_pairs
+from lab.store import Comparison, Store
+
+PROMPT = [{"role": "user", "content": "Name a color."}]
+
+
+def vote(texts, ranks, verdict="ranked", annotator="ann", shown=None, models=None, prompt=PROMPT) -> Comparison:
+    models = models or ["m"] * len(texts)
+    candidates = [{"text": t, "model": m, "settings": {"temperature": 0.7}} for t, m in zip(texts, models, strict=True)]
+    return Comparison(prompt, candidates, shown or list(range(len(texts))), ranks, verdict, annotator)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(tmp_path)
+
+
+def test_k_way_ranking_gives_its_ordered_pairs_and_ties_give_none():
+    assert ranked_pairs([1, 2]) == [(0, 1)]
+    assert ranked_pairs([2, 1]) == [(1, 0)]
+    assert sorted(ranked_pairs([3, 1, 2, 4])) == sorted([(1, 0), (2, 0), (0, 3), (1, 2), (1, 3), (2, 3)])  # 4·3/2
+    assert sorted(ranked_pairs([1, 1, 2])) == [(0, 2), (1, 2)]  # the tie between 0 and 1 gives no pair
+    assert ranked_pairs([1, 1]) == []
+
+
+def test_votes_export_exactly_as_trl_preference_rows(store, tmp_path):
+    store.add_comparison(vote(["red", "blue"], [2, 1]))  # B better
+    store.add_comparison(vote(["green", "pink", "gray"], [1, 3, 2]))
+    store.add_comparison(vote(["a", "b"], [1, 1], verdict="tie"))
+    store.add_comparison(vote(["bad1", "bad2"], None, verdict="both-bad"))
+    store.add_comparison(vote(["x", "y"], None, verdict="skipped"))
+    rows = preference_rows(store.list_comparisons())
+    simple = [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in rows]
+    assert simple == [("blue", "red"), ("green", "pink"), ("green", "gray"), ("gray", "pink")]
+    assert rows[0]["prompt"] == PROMPT and rows[0]["chosen"][0]["role"] == "assistant"
+
+    path = tmp_path / "prefs.jsonl"
+    assert export_preferences(store, path) == 4
+    assert [json.loads(line) for line in path.read_text().splitlines()] == rows
+    negatives = tmp_path / "negatives.jsonl"
+    assert export_preferences(store, negatives, negatives=True) == 2
+    assert {json.loads(line)["label"] for line in negatives.read_text().splitlines()} == {False}
+
+    from datasets import load_dataset
+
+    loaded = load_dataset("json", data_files=str(path), split="train")
+    assert loaded.column_names == ["prompt", "chosen", "rejected"]
+
+
+def test_undo_withdraws_only_the_annotators_last_vote(store):
+    first = store.add_comparison(vote(["a", "b"], [1, 2], annotator="ann"))
+    store.add_comparison(vote(["c", "d"], [1, 2], annotator="bob"))
+    second = store.add_comparison(vote(["e", "f"], [2, 1], annotator="ann"))
+    assert store.undo_last_comparison("ann").id == second
+    assert [c.id for c in store.list_comparisons() if c.annotator == "ann"] == [first]
+    assert store.undo_last_comparison("nobody") is None
+
+
+def test_votes_survive_a_restart_and_bad_votes_are_refused(store):
+    store.add_comparison(vote(["a", "b"], [1, 2], shown=[1, 0]))
+    again = Store(store.root).list_comparisons()
+    assert again[0].shown == [1, 0] and again[0].candidates[0]["settings"] == {"temperature": 0.7}
+    with pytest.raises(ValueError, match="same rank"):
+        store.add_comparison(vote(["a", "b"], [1, 2], verdict="tie"))
+    with pytest.raises(ValueError, match="no ranks"):
+        store.add_comparison(vote(["a", "b"], [1, 2], verdict="both-bad"))
+    with pytest.raises(ValueError, match="empty"):
+        store.add_comparison(vote(["a", " "], [1, 2]))
+
+
+def test_eight_browsers_voting_at_once_lose_nothing(store):
+    errors = []
+
+    def annotator(n: int) -> None:
+        try:
+            tab = Store(store.root)
+            for i in range(50):
+                tab.add_comparison(vote([f"{n}-{i}-a", f"{n}-{i}-b"], [1, 2], annotator=f"rater{n}"))
+        except Exception as err:  # collected so the assertion reports it
+            errors.append(err)
+
+    threads = [threading.Thread(target=annotator, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(store.list_comparisons()) == 400
+
+
+def test_excluding_an_annotator_drops_their_votes_from_the_export(store, tmp_path):
+    store.add_comparison(vote(["a", "b"], [1, 2], annotator="good"))
+    store.add_comparison(vote(["c", "d"], [1, 2], annotator="spam"))
+    assert export_preferences(store, tmp_path / "p.jsonl", exclude_annotators=("spam",)) == 1
+
+
+def make_items(n: int = 30) -> list[list[dict]]:
+    return [[{"role": "user", "content": f"Question {i}?"}] for i in range(n)]
+
+
+def test_a_random_annotator_is_flagged_and_an_agreeing_one_is_not():
+    rng = np.random.default_rng(0)
+    comparisons = []
+    for i, prompt in enumerate(make_items()):
+        truth = i % 2  # which of the two answers is better
+        for name in ("ann", "bob", "cat", "dan", "rnd"):
+            better = int(rng.integers(0, 2)) if name == "rnd" else truth
+            if name == "dan" and i % 10 == 0:
+                better = 1 - truth  # an honest rater who sometimes disagrees
+            ranks = [1, 2] if better == 0 else [2, 1]
+            comparisons.append(vote([f"good {i}", f"other {i}"], ranks, annotator=name, prompt=prompt))
+    report = annotator_report(comparisons).set_index("annotator")
+    assert bool(report.loc["rnd", "flagged"]) is True
+    assert not report.drop("rnd")["flagged"].any()
+    assert report.loc["ann", "agreement with majority"] == 1.0
+    stats = agreement(comparisons)
+    assert stats["items"] == 30 and 0.5 < stats["percent"] < 1.0
+    assert stats["cohen"][("ann", "bob")] == 1.0 and stats["cohen"][("ann", "rnd")] < 0.5
+    assert 0.3 < stats["fleiss"] < 0.95
+
+
+def test_position_bias_counts_the_first_shown_answer():
+    comparisons = [vote(["a", "b"], [1, 2], shown=[0, 1]) for _ in range(3)]
+    comparisons.append(vote(["a", "b"], [1, 2], shown=[1, 0]))  # 'a' won but was shown second
+    bias = position_bias(comparisons)
+    assert (bias["decisive"], bias["first_wins"], bias["rate"], bias["chance"]) == (4, 3, 0.75, 0.5)
+
+
+def test_leaderboard_recovers_a_known_order():
+    rng = np.random.default_rng(1)
+    strength = {"strong": 2.0, "good": 1.0, "fair": 0.0, "weak": -1.0}
+    comparisons = []
+    for _ in range(300):
+        a, b = rng.choice(list(strength), 2, replace=False)
+        p_a = 1 / (1 + np.exp(strength[b] - strength[a]))
+        ranks = [1, 2] if rng.random() < p_a else [2, 1]
+        comparisons.append(vote(["x", "y"], ranks, models=[a, b]))
+    frame = battles(comparisons)
+    board = leaderboard(frame, rounds=50)
+    assert list(board["model"]) == ["strong", "good", "fair", "weak"]
+    assert (board["low"] <= board["score"]).all() and (board["score"] <= board["high"]).all()
+    rates = win_rates(frame)
+    assert rates.loc["strong", "weak"] > 0.85 and rates.loc["weak", "strong"] < 0.15
+
+
+def test_same_model_pairs_are_not_battles():
+    assert battles([vote(["a", "b"], [1, 2], models=["m", "m"])]).empty
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        ([{"prompt": "Hi?", "chosen": "Hello!", "rejected": "Go away."}], [("Hello!", "Go away.")]),
+        (
+            [
+                {
+                    "chosen": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello!"}],
+                    "rejected": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "No."}],
+                }
+            ],
+            [("Hello!", "No.")],
+        ),
+        (
+            [
+                {
+                    "prompt": "Hi?",
+                    "responses": [
+                        {"text": "meh", "score": 2},
+                        {"text": "great", "score": 9},
+                        {"text": "bad", "score": 1},
+                    ],
+                }
+            ],
+            [("great", "meh"), ("meh", "bad"), ("great", "bad")],
+        ),
+    ],
+)
+def test_the_usual_preference_shapes_import(store, tmp_path, rows, expected):
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = import_preferences(store, path)
+    assert len(result.ids) == 1
+    pairs = [
+        (r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in preference_rows(store.list_comparisons())
+    ]
+    assert sorted(pairs) == sorted(expected)
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (
+            [{"prompt": "q", "chosen": "a", "rejected": "b"}, {"prompt": "q", "chosen": "", "rejected": "b"}],
+            "line 2: 'chosen' is empty",
+        ),
+        (
+            [
+                {
+                    "chosen": [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a"}],
+                    "rejected": [{"role": "user", "content": "q2"}, {"role": "assistant", "content": "b"}],
+                }
+            ],
+            "line 1: chosen and rejected do not share",
+        ),
+        (
+            [{"prompt": "q", "responses": [{"text": "a", "score": "high"}, {"text": "b", "score": 1}]}],
+            "line 1: each response needs a text and a numeric score",
+        ),
+        ([{"question": "q", "answer": "a"}], "Unknown preference format"),
+    ],
+)
+def test_a_bad_preference_file_names_the_problem_and_imports_nothing(store, tmp_path, rows, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataFileError, match=message):
+        import_preferences(store, path)
+    assert store.list_comparisons() == []
+
+
+def test_leaderboard_of_nothing_is_empty():
+    assert leaderboard(pd.DataFrame(columns=["model_a", "model_b", "winner"])).empty
