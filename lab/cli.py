@@ -72,22 +72,31 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    """Import demonstrations (JSONL, JSON, CSV or Parquet; the format is detected); all or nothing."""
-    from lab.data import import_demonstrations
+    """Import demonstrations or preferences (JSONL, JSON, CSV or Parquet; the format is detected); all or nothing."""
+    from lab.data import import_demonstrations, read_records
+    from lab.preferences import import_preferences
     from lab.store import Store
 
-    report = import_demonstrations(Store(args.workspace), args.file)
+    store = Store(args.workspace)
+    columns = set(read_records(args.file)[0])
+    preferences = {"chosen", "rejected"} <= columns or {"prompt", "responses"} <= columns
+    report = import_preferences(store, args.file) if preferences else import_demonstrations(store, args.file)
     print(report.summary())
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Export the workspace's accepted demonstrations as JSONL in TRL's conversational format."""
+    """Export accepted demonstrations, or preference pairs, as JSONL in TRL's conversational formats."""
     from lab.data import export_demonstrations
+    from lab.preferences import export_preferences
     from lab.store import Store
 
-    count = export_demonstrations(Store(args.workspace), args.out, args.origin or None)
-    print(f"Exported {count} demonstrations to {args.out}")
+    store = Store(args.workspace)
+    if args.what == "demonstrations":
+        count = export_demonstrations(store, args.out, args.origin or None)
+    else:
+        count = export_preferences(store, args.out, tuple(args.exclude or ()), negatives=args.negatives)
+    print(f"Exported {count} {'rows' if args.negatives else args.what} to {args.out}")
     return 0
 
 
@@ -160,9 +169,11 @@ def _parser() -> argparse.ArgumentParser:
     imp.set_defaults(func=cmd_import)
 
     exp = sub.add_parser("export", help=cmd_export.__doc__, description=cmd_export.__doc__, parents=[workspace])
-    exp.add_argument("what", choices=["demonstrations"])
+    exp.add_argument("what", choices=["demonstrations", "preferences"])
     exp.add_argument("--out", required=True, help="the JSONL file to write")
-    exp.add_argument("--origin", action="append", help="only these origins: human, model-edited, model, teacher")
+    exp.add_argument("--origin", action="append", help="demonstrations: only these origins (human, teacher, ...)")
+    exp.add_argument("--exclude", action="append", metavar="ANNOTATOR", help="preferences: leave out this annotator")
+    exp.add_argument("--negatives", action="store_true", help="preferences: export the both-bad answers instead")
     exp.set_defaults(func=cmd_export)
     return parser
 

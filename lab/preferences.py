@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import tempfile
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 
 from lab.data import DataFileError, read_records
+from lab.generate import GenerationSettings, build_messages, generate, sample_candidates
+from lab.models import ModelManager
 from lab.store import Comparison, Store
 
 PREFERENCE_FORMATS = ("preference", "implicit-prompt", "scored")
@@ -186,3 +189,68 @@ def import_preferences(store: Store, path: str | Path) -> PreferenceImport:
     result = preview_preferences(path)
     result.ids = store.add_comparisons(result.comparisons)
     return result
+
+
+# collecting votes
+
+
+@dataclass
+class Side:
+    """Where candidates come from: a model view ('base' or an adapter) with an optional system prompt."""
+
+    view: str = "base"
+    system: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.view} + system prompt" if self.system.strip() else self.view
+
+
+def make_candidates(
+    models: ModelManager, question: str, sides: list[Side], k: int, settings: GenerationSettings
+) -> list[dict]:
+    """K answers to one question: K samples from one side in a single batched call, or one answer per side."""
+    if not question.strip():
+        raise ValueError("Pick or type a prompt first.")
+    if len(sides) == 1:
+        side = sides[0]
+        with models.use(side.view) as lm:
+            outs = sample_candidates(lm, build_messages(question, side.system), settings, k)
+        labels = [side.label] * k
+    else:
+        outs, labels = [], []
+        for side in sides:
+            with models.use(side.view) as lm:
+                outs.append(generate(lm, build_messages(question, side.system), settings))
+            labels.append(side.label)
+    settings_row = {
+        "temperature": settings.temperature,
+        "top_p": settings.top_p,
+        "max_new_tokens": settings.max_new_tokens,
+        "seed": settings.seed,
+    }
+    return [
+        {"text": out.text, "model": label, "settings": settings_row} for out, label in zip(outs, labels, strict=True)
+    ]
+
+
+def shuffled_order(k: int, rng: random.Random | None = None) -> list[int]:
+    """A random display order, so neither position nor model gives the answer away."""
+    order = list(range(k))
+    (rng or random.Random()).shuffle(order)
+    return order
+
+
+def ranks_from_positions(positions: list[int], shown: list[int]) -> list[int]:
+    """Ranks given to the displayed positions (left to right) → ranks of the candidates themselves."""
+    ranks = [0] * len(shown)
+    for position, candidate in enumerate(shown):
+        ranks[candidate] = positions[position]
+    return ranks
+
+
+def queue_progress(store: Store, questions: list[str], annotator: str, source: str) -> tuple[int, str | None]:
+    """How many of the queue's questions this annotator has voted on (or skipped), and the next one."""
+    done = {c.prompt[-1]["content"] for c in store.list_comparisons(source=source) if c.annotator == annotator}
+    remaining = [q for q in questions if q not in done]
+    return len(questions) - len(remaining), (remaining[0] if remaining else None)

@@ -101,6 +101,17 @@ class ExperimentPreset(_Strict):
         return self
 
 
+class ScenarioPreset(_Strict):
+    """A ranking task: a question queue, the annotation guidelines shown beside it, and sampling defaults."""
+
+    name: str
+    description: str
+    questions: str = Field(description="Name of a question set in assets/prompts/ (without .jsonl).")
+    guidelines: str = Field(min_length=1)
+    k: int = Field(2, ge=2, le=4)
+    temperature: float = Field(0.9, gt=0, le=2)
+
+
 def _load(path: Path, kind: type[_Strict]) -> _Strict:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -123,6 +134,11 @@ def load_model_preset(path: str | Path) -> ModelPreset:
 
 def load_experiment_preset(path: str | Path) -> ExperimentPreset:
     return _load(Path(path), ExperimentPreset)
+
+
+def scenario_presets(folder: Path = PRESETS_DIR / "scenarios") -> dict[str, ScenarioPreset]:
+    presets = (_load(p, ScenarioPreset) for p in sorted(folder.glob("*.yaml")))
+    return {p.name: p for p in presets}
 
 
 def model_presets(folder: Path = PRESETS_DIR / "models") -> dict[str, ModelPreset]:

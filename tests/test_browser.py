@@ -1,5 +1,6 @@
 """The real app in headless Chromium: chat with the default model, run a prompt experiment, export it."""
 
+import json
 import os
 import re
 import socket
@@ -168,3 +169,31 @@ def test_import_demonstrations_train_and_chat_with_the_adapter(page):
     page.locator("#chat-input textarea").fill("Hello!")
     page.keyboard.press("Enter")
     page.locator("#status-bar").get_by_text(f"adapters: {run_id}").wait_for(timeout=60_000)
+
+
+def test_rank_two_answers_with_the_keyboard_and_export_the_pairs(page, tmp_path):
+    page.get_by_role("tab", name="Ranking").click()
+    page.locator("#annotator textarea, #annotator input").first.fill("ann")
+    progress = page.locator("#rank-progress")
+    for expected in ("1 of 10 done", "2 of 10 done"):
+        page.locator("#vote-next").click()
+        page.locator("#vote-outcome").get_by_text("Which answer is better?").wait_for(timeout=120_000)
+        assert page.locator("#answer-a").inner_text().strip() != "A"
+        page.locator("#guidelines").click()  # focus off the text boxes, as a voter would
+        page.keyboard.press("2")
+        page.locator("#vote-outcome").get_by_text("Saved").wait_for(timeout=30_000)
+        assert expected in progress.inner_text()
+    assert "B was" in page.locator("#vote-outcome").inner_text()  # the models are revealed after the vote
+
+    page.keyboard.press("u")
+    page.locator("#vote-outcome").get_by_text("Withdrew vote").wait_for(timeout=30_000)
+    assert "1 of 10 done" in progress.inner_text()
+
+    page.get_by_role("tab", name="Arena").click()
+    page.locator("#arena-summary").get_by_text("1 votes").wait_for(timeout=30_000)
+    with page.expect_download() as download:
+        page.locator("#export-preferences").click()
+    path = tmp_path / "preferences.jsonl"
+    download.value.save_as(path)
+    [row] = [json.loads(line) for line in path.read_text().splitlines()]
+    assert set(row) == {"prompt", "chosen", "rejected"} and row["prompt"][0]["role"] == "user"

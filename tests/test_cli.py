@@ -101,3 +101,16 @@ def test_train_sft_headless_prints_where_the_adapter_is(tiny_model_dir, tmp_path
     assert code == 0
     out = capsys.readouterr().out
     assert "Adapter saved in" in out and (tmp_path / "ws" / "runs").is_dir()
+
+
+def test_preferences_import_and_export_through_the_cli(tmp_path, capsys):
+    source = tmp_path / "prefs.jsonl"
+    source.write_text('{"prompt": "Hi?", "chosen": "Hello!", "rejected": "Go away."}\n')
+    workspace = str(tmp_path / "ws")
+    assert main(["import", str(source), "--workspace", workspace]) == 0
+    assert "Imported 1 comparisons (1 preference pairs)" in capsys.readouterr().out
+    out = tmp_path / "out.jsonl"
+    assert main(["export", "preferences", "--out", str(out), "--workspace", workspace]) == 0
+    assert '"chosen": [{"role": "assistant", "content": "Hello!"}]' in out.read_text()
+    assert main(["export", "preferences", "--out", str(out), "--workspace", workspace, "--negatives"]) == 2
+    assert "No both-bad votes yet" in capsys.readouterr().err

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ui.arena import build_arena
 from ui.chat import build_chat
 from ui.context import AppContext
 from ui.demonstrations import build_demonstrations
 from ui.prompting import build_prompting
+from ui.ranking import build_ranking
 from ui.training import build_training
 
 CSS = """
@@ -34,4 +36,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
             build_demonstrations(ctx, app)
         with gr.Tab("Training", id="training"):
             build_training(ctx)
+        with gr.Tab("Ranking", id="ranking"):
+            build_ranking(ctx, app)
+        with gr.Tab("Arena", id="arena") as arena:
+            build_arena(ctx, arena)
     return app

@@ -7,7 +7,14 @@ import threading
 from dataclasses import dataclass, field
 
 from lab.models import ModelError, ModelManager
-from lab.presets import ExperimentPreset, ModelPreset, experiment_presets, model_presets
+from lab.presets import (
+    ExperimentPreset,
+    ModelPreset,
+    ScenarioPreset,
+    experiment_presets,
+    model_presets,
+    scenario_presets,
+)
 from lab.store import Store
 
 
@@ -17,6 +24,7 @@ class AppContext:
     models: ModelManager = field(default_factory=ModelManager)
     model_presets: dict[str, ModelPreset] = field(default_factory=model_presets)
     experiment_presets: dict[str, ExperimentPreset] = field(default_factory=experiment_presets)
+    scenarios: dict[str, ScenarioPreset] = field(default_factory=scenario_presets)
     _loader: threading.Thread | None = None
 
     def load_in_background(self, model: str, precision: str, device: str) -> None:

@@ -146,7 +146,11 @@ def build_demonstrations(ctx: AppContext, app: gr.Blocks) -> None:
     refresh = partial(refresh_table, ctx)
     for control in filters:
         control.change(refresh, filters, [table, counts])
-    table.select(partial(open_row, ctx), table, editor)
+
+    def on_select(frame: pd.DataFrame, evt: gr.SelectData):  # Gradio injects evt by this annotation
+        return open_row(ctx, frame, evt)
+
+    table.select(on_select, table, editor)
     clear.click(blank_editor, outputs=editor)
     draft_button.click(partial(draft_response, ctx), [system, earlier, prompt], [response, draft])
     save.click(
