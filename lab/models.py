@@ -264,7 +264,10 @@ class ModelManager:
                 _free_memory()
                 self.loaded = load_model(base, precision, device, progress=self._progress, **kw)
             except Exception as err:
-                self._progress(f"Failed to load {base}: {_first_line(err)}")
+                still = (
+                    f"Loaded {self.loaded.describe()} (loading {base} failed: " if self.loaded else "Failed to load "
+                )
+                self._progress(f"{still}{_first_line(err)})" if self.loaded else f"{still}{base}: {_first_line(err)}")
                 raise
             finally:
                 self.loading = False

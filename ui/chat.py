@@ -8,7 +8,14 @@ from functools import partial
 import gradio as gr
 
 from lab import jobs
-from lab.generate import GenerationSettings, PromptTooLongError, build_messages, plain_messages, stream_chat
+from lab.generate import (
+    GenerationSettings,
+    PromptTooLongError,
+    build_messages,
+    encode_chat,
+    plain_messages,
+    stream_chat,
+)
 from lab.models import BASE_VIEW, DEFAULT_MODEL, DEVICES, PRECISIONS, ModelError
 from lab.store import Conversation
 from ui.context import AppContext
@@ -20,12 +27,15 @@ def list_models(ctx: AppContext) -> list[str]:
     return list(dict.fromkeys([DEFAULT_MODEL, *(p.model for p in ctx.model_presets.values())]))
 
 
-def list_views(ctx: AppContext) -> list[str]:
-    """'base', then every adapter that fits the loaded model: attached ones and the workspace's trained ones."""
+def list_views(ctx: AppContext) -> list[tuple[str, str]]:
+    """'base', then every adapter that fits the loaded model (attached ones and the workspace's trained ones),
+    labelled with its run's name."""
     loaded = ctx.models.loaded
     if loaded is None:
-        return [BASE_VIEW]
-    return list(dict.fromkeys([BASE_VIEW, *loaded.adapters, *jobs.adapters_for(ctx.store, loaded.base)]))
+        return [(BASE_VIEW, BASE_VIEW)]
+    names = {run.id: run.name for run in ctx.store.list_runs()}
+    views = dict.fromkeys([*loaded.adapters, *jobs.adapters_for(ctx.store, loaded.base)])
+    return [(BASE_VIEW, BASE_VIEW)] + [(f"{names[v]} · {v}" if names.get(v) else v, v) for v in views]
 
 
 def list_conversations(ctx: AppContext) -> list[tuple[str, int]]:
@@ -104,7 +114,7 @@ def build_chat(ctx: AppContext) -> None:
     sampling = [system, temperature, top_p, max_new, seed, stop, view]
     submitted = {
         "fn": partial(add_message, ctx),
-        "inputs": [message, chatbot, system, conversation_id],
+        "inputs": [message, chatbot, system, conversation_id, max_new],
         "outputs": [message, chatbot, conversation_id],
     }
     reply = {"fn": partial(bot_reply, ctx), "inputs": [chatbot, conversation_id, *sampling], "outputs": chatbot}
@@ -119,10 +129,17 @@ def build_chat(ctx: AppContext) -> None:
     view.focus(lambda: gr.update(choices=list_views(ctx)), outputs=view)
 
 
-def add_message(ctx: AppContext, text: str, history: list, system: str, conversation_id: int | None):
-    """Append the user's turn and save it to the workspace before the model answers."""
+def add_message(ctx: AppContext, text: str, history: list, system: str, conversation_id: int | None, max_new: float):
+    """Append the user's turn and save it before the model answers; a message that cannot fit stays in the box."""
     if not text.strip():
         raise gr.Error("Type a message first.")
+    turns = plain_messages(history)
+    if ctx.models.loaded is not None:
+        try:
+            encode_chat(ctx.models.loaded, build_messages(text, system, turns), int(max_new))
+        except PromptTooLongError as err:
+            gr.Warning(str(err))
+            return gr.skip(), gr.skip(), gr.skip()
     history = [*history, {"role": "user", "content": text}]
     return "", history, save(ctx, conversation_id, history, system)
 
@@ -136,7 +153,8 @@ def drop_last_reply(history: list) -> list:
 
 def save(ctx: AppContext, conversation_id: int | None, history: list, system: str) -> int:
     loaded = ctx.models.loaded
-    conv = Conversation(plain_messages(history), system or "", loaded.describe() if loaded else "", id=conversation_id)
+    turns = [m for m in plain_messages(history) if m["content"].strip()]  # never an empty reply
+    conv = Conversation(turns, system or "", loaded.describe() if loaded else "", id=conversation_id)
     return ctx.store.save_conversation(conv)
 
 
@@ -172,10 +190,10 @@ def bot_reply(
             history[-1]["content"] = text
             yield history
     except (ModelError, PromptTooLongError, jobs.JobError) as err:
-        raise gr.Error(str(err)) from err
+        gr.Warning(str(err))  # a warning, so the conversation stays on screen
     finally:
         save(ctx, conversation_id, history, system)
-    yield history
+    yield [m for m in history if m["role"] != "assistant" or m["content"]]
 
 
 def reopen(ctx: AppContext, conversation_id: int | None):
@@ -189,6 +207,7 @@ def load_model(ctx: AppContext, model: str, precision: str, device: str):
     try:
         ctx.models.load(model or DEFAULT_MODEL, precision, device)
     except ModelError as err:
-        raise gr.Error(str(err)) from err
+        gr.Warning(str(err))
+        return gr.skip()
     gr.Info(f"Loaded {ctx.models.loaded.describe()}")
     return gr.update(choices=list_views(ctx), value=BASE_VIEW)

@@ -145,7 +145,7 @@ def build_demonstrations(ctx: AppContext, app: gr.Blocks) -> None:
     editor = [editing, draft, system, earlier, prompt, response, category, tags, editor_title]
     refresh = partial(refresh_table, ctx)
     for control in filters:
-        control.change(refresh, filters, [table, counts])
+        control.change(refresh, filters, [table, counts, export])
 
     def on_select(frame: pd.DataFrame, evt: gr.SelectData):  # Gradio injects evt by this annotation
         return open_row(ctx, frame, evt)
@@ -157,37 +157,44 @@ def build_demonstrations(ctx: AppContext, app: gr.Blocks) -> None:
         partial(save_demonstration, ctx),
         [editing, draft, system, earlier, prompt, response, category, tags, author],
         [message, editing, editor_title],
-    ).then(refresh, filters, [table, counts])
+    ).then(refresh, filters, [table, counts, export])
     author.change(lambda name: name, author, author_memory)
     for button, status in ((accept, "accepted"), (reject, "rejected")):
-        button.click(partial(set_status, ctx, status=status), selected, message).then(refresh, filters, [table, counts])
-    delete.click(partial(delete_rows, ctx), selected, [message, deleted]).then(refresh, filters, [table, counts])
-    undo.click(partial(undo_delete, ctx), deleted, [message, deleted]).then(refresh, filters, [table, counts])
+        button.click(partial(set_status, ctx, status=status), selected, message).then(
+            refresh, filters, [table, counts, export]
+        )
+    delete.click(partial(delete_rows, ctx), selected, [message, deleted]).then(
+        refresh, filters, [table, counts, export]
+    )
+    undo.click(partial(undo_delete, ctx), deleted, [message, deleted]).then(refresh, filters, [table, counts, export])
     distill_event = run_distill.click(
         partial(run_distillation, ctx),
         [teacher_model, prompt_set, few_shot, max_new, teacher_system, author],
         distill_status,
-    ).then(refresh, filters, [table, counts])
-    stop_distill.click(None, cancels=[distill_event]).then(refresh, filters, [table, counts])
+    ).then(refresh, filters, [table, counts, export])
+    stop_distill.click(None, cancels=[distill_event]).then(refresh, filters, [table, counts, export])
     for button, status in ((accept_pending, "accepted"), (reject_pending, "rejected")):
         button.click(partial(review_pending, ctx, status=status), outputs=distill_status).then(
-            refresh, filters, [table, counts]
+            refresh, filters, [table, counts, export]
         )
     upload.change(partial(preview, ctx), upload, [preview_text, preview_table, do_import])
     do_import.click(partial(import_file, ctx), upload, [preview_text, preview_table, do_import]).then(
-        refresh, filters, [table, counts]
+        refresh, filters, [table, counts, export]
     )
-    export.click(partial(export_file, ctx), outputs=export)
-    add_starter.click(partial(import_starter, ctx), starter, preview_text).then(refresh, filters, [table, counts])
+    add_starter.click(partial(import_starter, ctx), starter, preview_text).then(
+        refresh, filters, [table, counts, export]
+    )
     app.load(lambda name: name, author_memory, author)  # the annotator's name, remembered by this browser
-    app.load(refresh, filters, [table, counts])
+    app.load(refresh, filters, [table, counts, export])
 
 
 def refresh_table(ctx: AppContext, search: str, category: str, origins: list[str], status: str):
+    """The filtered table, the counts, and the export file ready behind its download button."""
     frame = demonstrations_table(ctx, search, category, origins, status)
     live = ctx.store.list_demonstrations(status=None)
     by_status = {s: sum(d.status == s for d in live) for s in ("accepted", "pending", "rejected")}
-    return frame, f"{len(frame)} shown · {by_status['accepted']} accepted · {by_status['pending']} pending review"
+    counts = f"{len(frame)} shown · {by_status['accepted']} accepted · {by_status['pending']} pending review"
+    return frame, counts, export_file(ctx)
 
 
 def blank_editor():
@@ -248,6 +255,10 @@ def save_demonstration(
     author: str,
 ):
     """Check and save; refuses a conversation that already exists. Returns (message, id, editor title)."""
+    if not (prompt or "").strip():
+        raise gr.Error("Write the prompt first.")
+    if not (response or "").strip():
+        raise gr.Error("Write the ideal response first, or draft it with the model.")
     messages = [*conversation(system, earlier, prompt), {"role": "assistant", "content": response}]
     origin = "human" if draft is None else ("model" if response.strip() == draft.strip() else "model-edited")
     demo = Demonstration(
@@ -354,10 +365,10 @@ def import_starter(ctx: AppContext, name: str) -> str:
     return data.import_demonstrations(ctx.store, demonstration_sets()[name]).summary()
 
 
-def export_file(ctx: AppContext) -> str:
+def export_file(ctx: AppContext):
     path = Path(tempfile.mkdtemp()) / "demonstrations.jsonl"
     try:
         data.export_demonstrations(ctx.store, path)
-    except data.DataFileError as err:
-        raise gr.Error(str(err)) from err
-    return str(path)
+    except data.DataFileError:
+        return gr.update(value=None, interactive=False)  # nothing accepted yet
+    return gr.update(value=str(path), interactive=True)

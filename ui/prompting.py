@@ -47,8 +47,10 @@ def build_prompting(ctx: AppContext) -> None:
                 interactive=True,
                 wrap=True,
                 column_widths=["15%", "35%", "50%"],
+                column_limits=(3, 3),
                 elem_id="variants",
             )
+            add_variant = gr.Button("Add a variant", size="sm")
         with gr.Column(scale=2):
             questions = gr.Textbox(label="Questions, one per line", lines=8, elem_id="questions")
             with gr.Row():
@@ -87,8 +89,10 @@ def build_prompting(ctx: AppContext) -> None:
     picker.select(partial(open_experiment, ctx), picker, [experiment_id, description, *editor, *results])
     new.click(partial(blank_form, ctx), outputs=[experiment_id, description, *editor, *results])
     add_set.click(add_question_set, [questions, question_set], questions)
-    save_button.click(partial(save_experiment, ctx), [experiment_id, *editor], [experiment_id, status])
-    run_event = run.click(partial(save_experiment, ctx), [experiment_id, *editor], [experiment_id, status]).then(
+    add_variant.click(append_variant, variants, variants)
+    saved = [experiment_id, picker, *results]
+    save_button.click(partial(save_experiment, ctx), [experiment_id, *editor], saved)
+    run_event = run.click(partial(save_experiment, ctx), [experiment_id, *editor], saved).then(
         partial(run_experiment, ctx), [experiment_id, view], results
     )
     stop.click(
@@ -109,6 +113,13 @@ def build_prompting(ctx: AppContext) -> None:
 
 def blank_variants() -> pd.DataFrame:
     return pd.DataFrame([{"name": "plain", "system": "", "template": "{question}"}], columns=VARIANT_COLUMNS)
+
+
+def append_variant(variants: pd.DataFrame) -> pd.DataFrame:
+    rows = variants.fillna("").to_dict("records") if variants is not None else []
+    return pd.DataFrame(
+        [*rows, {"name": f"variant {len(rows) + 1}", "system": "", "template": "{question}"}], columns=VARIANT_COLUMNS
+    )
 
 
 def blank_form(ctx: AppContext):
@@ -178,23 +189,42 @@ def save_experiment(
     try:
         exp = experiments.new_experiment(name, rows, questions.splitlines(), settings)
     except ValueError as err:
-        raise gr.Error(_one_sentence(err)) from err
+        raise gr.Error(_one_sentence(err, rows)) from err
+    same = [
+        e
+        for e in ctx.store.list_experiments()
+        if (e.name, e.variants, e.questions, e.settings) == (exp.name, exp.variants, exp.questions, exp.settings)
+    ]
+    note = ""
     if experiment_id is not None:
         old = ctx.store.get_experiment(experiment_id)
         if (old.variants, old.questions, old.settings) != (exp.variants, exp.questions, exp.settings):
             experiment_id = None  # changed prompts make a new experiment, so old results keep their meaning
+            note = " as a new experiment, since the prompts or settings changed"
         exp.description = old.description
+    if experiment_id is None and same:
+        experiment_id, note = same[0].id, " (the same experiment was already saved; it is reopened)"
     exp.id = experiment_id
     eid = ctx.store.save_experiment(exp)
-    return eid, f"Saved experiment #{eid}."
+    picker = gr.update(choices=list_experiments(ctx), value=f"saved:{eid}")
+    return eid, picker, *show_results(ctx, eid, f"Saved experiment #{eid}{note}.")
 
 
-def _one_sentence(err: Exception) -> str:
-    text = str(err)
-    if hasattr(err, "errors"):  # pydantic: name the field, not the whole report
+def _one_sentence(err: Exception, rows: list[dict]) -> str:
+    if hasattr(err, "errors"):  # pydantic: say which variant and field, in plain words
         first = err.errors()[0]
-        text = f"Variant field '{'.'.join(map(str, first['loc']))}': {first['msg']}"
-    return text.splitlines()[0]
+        field = ".".join(map(str, first["loc"]))
+        names = [r.get("name") or "(unnamed)" for r in rows]
+        which = next(
+            (
+                n
+                for n, r in zip(names, rows, strict=True)
+                if field == "template" and "{question}" not in str(r.get("template", ""))
+            ),
+            names[0] if names else "",
+        )
+        return f"Variant '{which}': its {field} {first['msg'].removeprefix('Value error, ')}."
+    return str(err).splitlines()[0]
 
 
 def run_experiment(ctx: AppContext, experiment_id: int | None, view: str, progress=gr.Progress()):
@@ -234,12 +264,14 @@ def select_cell(ctx: AppContext, experiment_id: int | None, evt: gr.SelectData):
 
 
 def rate(ctx: AppContext, experiment_id: int | None, cell: tuple[int, int] | None, rating: int | None):
-    if experiment_id is None or cell is None:
-        raise gr.Error("Click a response cell first.")
+    """Mark the selected cell; a missing selection is a warning that leaves the results on screen."""
     try:
+        if experiment_id is None or cell is None:
+            raise KeyError("Click a response cell first (not the question column).")
         ctx.store.rate_result(experiment_id, cell[0], cell[1], rating)
     except KeyError as err:
-        raise gr.Error(err.args[0]) from err
+        gr.Warning(err.args[0])
+        return (gr.skip(),) * 4
     return show_results(ctx, experiment_id)
 
 

@@ -68,14 +68,17 @@ class SFTRunConfig(LoraSettings):
 
 def snapshot_data(store, run_dir: Path, data_file: str = "", origins: list[str] | None = None) -> Path:
     """Freeze the training data into the run folder: a validated copy of a file, or the workspace's demonstrations."""
-    from lab.data import export_demonstrations, read_records, to_demonstrations
+    from lab.data import DataFileError, export_demonstrations, read_records, to_demonstrations
 
     run_dir.mkdir(parents=True, exist_ok=True)
     target = run_dir / "data.jsonl"
     if not data_file:
         export_demonstrations(store, target, origins)
         return target
-    demos = to_demonstrations(read_records(data_file), source=str(data_file))
+    try:
+        demos = to_demonstrations(read_records(data_file), source=str(data_file))
+    except DataFileError as err:
+        raise DataFileError(f"{Path(data_file).name}, {err}") from err
     target.write_text("".join(json.dumps({"messages": d.messages}) + "\n" for d in demos), encoding="utf-8")
     return target
 
