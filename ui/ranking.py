@@ -23,6 +23,7 @@ LETTERS = "ABCD"
 ONE_MODEL = "one model, different samples"
 TWO_SIDES = "two model references"
 TYPED = "(type your own below)"
+POOL = "workspace prompt pool"
 
 SHORTCUTS = """
 () => {
@@ -53,7 +54,13 @@ def build_ranking(ctx: AppContext, app: gr.Blocks) -> None:
                     info="Remembered by this browser; votes are counted per person",
                 )
                 scenario = gr.Dropdown(scenario_names, value=scenario_names[0], label="Scenario", scale=3)
-                queue = gr.Dropdown([TYPED, *scenario_names], value=scenario_names[0], label="Prompt queue", scale=3)
+                queue = gr.Dropdown(
+                    [*scenario_names, POOL, TYPED],
+                    value=scenario_names[0],
+                    label="Prompt queue",
+                    scale=3,
+                    info="A scenario's question set, every prompt in the workspace, or typed",
+                )
             typed = gr.Textbox(
                 label="Prompt",
                 lines=2,
@@ -104,11 +111,12 @@ def build_ranking(ctx: AppContext, app: gr.Blocks) -> None:
             guidelines = gr.Markdown(guidelines_text(ctx, scenario_names[0]), elem_id="guidelines")
 
     setup = [annotator, queue, typed, mode, k, temperature, view_a, system_a, view_b, system_b]
-    shown = [task, typed, progress, outcome, *panes, ranking_row]
+    shown = [task, typed, progress, outcome, *panes, ranking_row, *rank_boxes, vote_a, vote_b]
     app.load(lambda name: name, annotator_memory, annotator, js=SHORTCUTS)
     annotator.change(lambda name: name, annotator, annotator_memory)
     scenario.change(partial(guidelines_text, ctx), scenario, guidelines)
     scenario.change(lambda name: name, scenario, queue)
+    queue.change(partial(show_progress, ctx), [annotator, queue], progress)
     mode.change(
         lambda m: (gr.update(visible=m == TWO_SIDES), gr.update(interactive=m == ONE_MODEL)), mode, [sides_row, k]
     )
@@ -137,7 +145,15 @@ def guidelines_text(ctx: AppContext, scenario: str) -> str:
 
 
 def _questions(ctx: AppContext, queue: str) -> list[str]:
-    return [] if queue == TYPED else [p.text for p in load_question_set(ctx.scenarios[queue].questions)]
+    if queue == TYPED:
+        return []
+    if queue == POOL:
+        return [p.text for p in ctx.store.list_prompts()]
+    return [p.text for p in load_question_set(ctx.scenarios[queue].questions)]
+
+
+def show_progress(ctx: AppContext, annotator: str, queue: str) -> str:
+    return _progress_text(ctx, (annotator or "").strip(), queue)[0] if (annotator or "").strip() else ""
 
 
 def _progress_text(ctx: AppContext, annotator: str, queue: str) -> tuple[str, str | None]:
@@ -190,7 +206,22 @@ def next_task(
     }
     panes = [gr.update(value=f"**{LETTERS[p]}**\n\n{candidates[c]['text']}", visible=True) for p, c in enumerate(order)]
     panes += [gr.update(value="", visible=False)] * (len(LETTERS) - count)
-    return state, question, progress, "Which answer is better?", *panes, gr.update(visible=count > 2)
+    boxes = [
+        gr.update(visible=n < count, choices=list(range(1, count + 1)), value=n + 1 if n < count else None)
+        for n in range(len(LETTERS))
+    ]
+    pair = gr.update(visible=count == 2)  # with more answers, rank them instead
+    return (
+        state,
+        question,
+        progress,
+        "Which answer is better?",
+        *panes,
+        gr.update(visible=count > 2),
+        *boxes,
+        pair,
+        pair,
+    )
 
 
 def cast_vote(ctx: AppContext, task: dict | None, annotator: str, reason: str, queue: str, *positions, choice: str):
