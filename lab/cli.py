@@ -57,6 +57,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ValueError(f"--preset {args.preset}: choose one of {', '.join(presets)}")
     config = config_for(METHODS[args.method].config, presets[args.preset], parse_overrides(args.set or []))
     store = Store(args.workspace)
+    busy = jobs.active_run(store)
+    if busy is not None:
+        raise ValueError(f"Run {busy.id} is training in this workspace; wait for it or stop it first.")
     run = jobs.prepare(store, args.method, config, name=args.name or "", data_file=args.data or "")
     print(f"Run {run.id}: {jobs.run_dir(store, run.id)}", file=sys.stderr)
     with _tee(jobs.run_dir(store, run.id) / "log.txt"):
@@ -65,6 +68,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Train a run the app prepared (the app starts this as a child process)."""
+    from lab.train.common import install_stop_signals
+
+    install_stop_signals()  # before the heavy imports, so an early Stop is honoured too
     from lab import jobs
     from lab.store import Store
 
@@ -188,4 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyError as err:  # an unknown id: the message is the key error's text
         print(f"error: {err.args[0]}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a file or folder the user named
+        print(f"error: {err.strerror or err}: {err.filename or ''}".rstrip(": "), file=sys.stderr)
         return 2

@@ -9,14 +9,13 @@ so a user can train on human-only, teacher-only or both and compare.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 
 from lab.generate import GenerationSettings, generate
-from lab.models import BASE_VIEW, ModelManager, load_model
+from lab.models import BASE_VIEW, ModelManager, free_memory, load_model
 from lab.store import Demonstration, Prompt, Store
 
 TEACHER_SYSTEM = (
@@ -92,5 +91,5 @@ def distill(
                 store.add_demonstrations([demo])
             yield DistillProgress(done, len(prompts), prompt.text)
     finally:
-        external = hold = None  # free the teacher's weights now, not at the next collection
-        gc.collect()
+        external = hold = lm = None  # free the teacher's weights now, not at the next collection
+        free_memory()

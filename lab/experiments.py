@@ -6,6 +6,7 @@ crash) keeps every answer already produced, and rerunning fills only the gaps.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,7 +152,9 @@ def variant_summary(exp: Experiment, results: list[Result]) -> pd.DataFrame:
 def export_csv(store: Store, experiment_id: int, path: str | Path) -> Path:
     exp = store.get_experiment(experiment_id)
     path = Path(path)
-    results_table(exp, store.list_results(experiment_id)).to_csv(path, index=False)
+    partial = path.with_name(f".{path.name}.partial")
+    results_table(exp, store.list_results(experiment_id)).to_csv(partial, index=False)
+    os.replace(partial, path)  # a download never sees a half-written file
     return path
 
 

@@ -64,7 +64,7 @@ def prepare(
 
 
 def submit(store: Store, run: Run) -> Run:
-    """Start the run now if nothing else is training, else leave it queued."""
+    """Queue the run and start the oldest queued one if nothing is training; returns the run as it is now."""
     start_next(store)
     return store.get_run(run.id)
 
@@ -91,8 +91,33 @@ def start_next(store: Store) -> Run | None:
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         _children[run.id] = child
-        store.update_run(run.id, status="running", pid=child.pid, started_at=now(), error="", exit_code=None)
+        store.update_run(
+            run.id, expect=("queued",), status="running", pid=child.pid, started_at=now(), error="", exit_code=None
+        )
         return store.get_run(run.id)
+
+
+def watch(store: Store, every: float = 2.0) -> threading.Thread:
+    """Keep the queue moving and reap finished children while the app runs, whether or not a page is open."""
+
+    def loop() -> None:
+        while True:
+            try:
+                start_next(store)
+            except Exception:  # a locked database or a vanished folder: report it and try again
+                traceback.print_exc()
+            threading.Event().wait(every)
+
+    thread = threading.Thread(target=loop, name="job-watcher", daemon=True)
+    thread.start()
+    return thread
+
+
+def active_run(store: Store) -> Run | None:
+    """The run training now, if any (after repairing runs whose process died)."""
+    refresh(store)
+    runs = store.list_runs(ACTIVE)
+    return runs[0] if runs else None
 
 
 def execute(store: Store, run_id: str) -> int:
@@ -104,16 +129,21 @@ def execute(store: Store, run_id: str) -> int:
     method = METHODS[run.method]
     folder = run_dir(store, run_id)
     install_stop_signals()
-    store.update_run(run_id, status="running", pid=os.getpid(), started_at=now())
+    (folder / "process").write_text(_identity(os.getpid()), encoding="utf-8")
+    started = store.update_run(
+        run_id, expect=("queued", "running"), status="running", pid=os.getpid(), started_at=now()
+    )
+    if not started and store.get_run(run_id).status == "stopping":
+        STOP_REQUESTED.set()  # asked to stop before it started: end at the first step, keep what exists
     try:
         config = method.config(**run.config)
         adapter = method.run(config, folder, resume=latest_checkpoint(folder) is not None)
     except BaseException as err:  # every failure is recorded on the run, then the process exits non-zero
         traceback.print_exc()
-        store.update_run(run_id, status="failed", exit_code=1, error=explain(err), finished_at=now())
+        store.update_run(run_id, expect=ACTIVE, status="failed", exit_code=1, error=explain(err), finished_at=now())
         return 1
     status = "stopped" if STOP_REQUESTED.is_set() else "done"
-    store.update_run(run_id, status=status, exit_code=0, finished_at=now())
+    store.update_run(run_id, expect=ACTIVE, status=status, exit_code=0, finished_at=now())
     print(f"Adapter saved in {adapter}", flush=True)
     return 0
 
@@ -133,10 +163,14 @@ def explain(err: BaseException) -> str:
 def stop(store: Store, run_id: str) -> None:
     """Ask a run to stop: a queued one never starts; a running one ends its step and saves its adapter."""
     run = store.get_run(run_id)
-    if run.status == "queued":
-        store.update_run(run_id, status="stopped", finished_at=now())
-    elif run.status == "running" and run.pid:
-        store.update_run(run_id, status="stopping")
+    if run.status == "queued" and store.update_run(run_id, expect=("queued",), status="stopped", finished_at=now()):
+        return
+    run = store.get_run(run_id)
+    if run.status == "running" and run.pid:
+        if not _alive(run.pid, run_id, run_dir(store, run_id)):
+            refresh(store)
+            return
+        store.update_run(run_id, expect=("running",), status="stopping")
         try:
             os.kill(run.pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -166,15 +200,18 @@ def refresh(store: Store) -> None:
         code = child.poll() if child else None
         if child is not None and code is None:
             continue
-        if child is None and _alive(run.pid, run.id):
+        if child is None and _alive(run.pid, run.id, run_dir(store, run.id)):
             continue
         latest = store.get_run(run.id)
-        if latest.status in ACTIVE:  # the child did not write a final status
-            code = code if code is not None else -1
+        code = code if code is not None else -1
+        if latest.status == "stopping" and code == -signal.SIGTERM:  # stopped before its handler was in place
+            store.update_run(run.id, expect=ACTIVE, status="stopped", exit_code=code, finished_at=now())
+        elif latest.status in ACTIVE:  # the child did not write a final status
             reason = f"signal {-code}" if code < 0 else f"exit code {code}"
             tail = log_tail(run_dir(store, run.id), 8)
             store.update_run(
                 run.id,
+                expect=ACTIVE,
                 status="failed",
                 exit_code=code,
                 finished_at=now(),
@@ -183,20 +220,27 @@ def refresh(store: Store) -> None:
         _children.pop(run.id, None)
 
 
-def _alive(pid: int | None, run_id: str) -> bool:
-    """Is `pid` still our training process (and not another process that reused the number)?"""
+def _identity(pid: int) -> str:
+    """The pid with the process's start time (Linux), so a reused pid is not mistaken for the run."""
+    try:
+        started = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        started = ""
+    return f"{pid} {started}"
+
+
+def _alive(pid: int | None, run_id: str, folder: Path) -> bool:
+    """Is `pid` still the process training this run (the child the app started, or a CLI `train`)?"""
     if not pid:
         return False
-    if Path("/proc/self").exists():
-        try:
-            return run_id in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            return False
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    return True
+    recorded = folder / "process"
+    if recorded.is_file():
+        return recorded.read_text(encoding="utf-8").strip() == _identity(pid).strip()
+    return True  # started moments ago: its identity is not written yet
 
 
 def log_tail(folder: Path, lines: int = 20) -> str:

@@ -96,7 +96,11 @@ def convert_default_model(progress: Progress = print) -> Path:
     try:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        os.replace(staging, target)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not is_converted(target):  # another process converting at the same time finished first
+                raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     progress("Conversion done.")
@@ -207,7 +211,7 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(
             source, use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs
         )
-    except (OSError, ValueError, ImportError) as err:
+    except (OSError, ValueError, ImportError, RuntimeError) as err:  # RuntimeError: out of memory, bad weights
         raise ModelError(f"Cannot load '{base}': {_first_line(err)}") from err
     model.eval()
     if tokenizer.pad_token is None:
@@ -243,7 +247,11 @@ class ModelManager:
             self._on_status(message)
 
     def load(self, base: str, precision: str = "fp32", device: str = "auto", **kw) -> LoadedModel:
-        """Load a base, freeing the previous one; on failure the previous one stays loaded."""
+        """Load a base, freeing the previous one.
+
+        A reference that cannot be resolved (a typo, a missing folder) fails before anything is freed,
+        so the previous model stays loaded; a failure during the load itself leaves none loaded.
+        """
         with self._lock:
             previous = self.loaded
             if (
@@ -261,7 +269,7 @@ class ModelManager:
                     resolve_base(base)
                 self.loaded = None
                 del previous
-                _free_memory()
+                free_memory()
                 self.loaded = load_model(base, precision, device, progress=self._progress, **kw)
             except Exception as err:
                 still = (
@@ -290,6 +298,8 @@ class ModelManager:
             raise ModelError(f"'{BASE_VIEW}' is reserved for the model without adapters.")
         with self._lock:
             lm = self.require()
+            if name in lm.adapters:
+                return
             if isinstance(lm.model, PeftModel):
                 lm.model.load_adapter(str(path), adapter_name=name)
             else:
@@ -317,7 +327,7 @@ class ModelManager:
                 yield lm
 
 
-def _free_memory() -> None:
+def free_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

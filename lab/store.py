@@ -335,8 +335,9 @@ class Comparison:
             raise ValueError("shown must be an order of the candidates")
         if any(not str(c.get("text", "")).strip() for c in self.candidates):
             raise ValueError("a candidate answer is empty")
-        if not self.prompt or self.prompt[-1].get("role") != "user":
+        if not isinstance(self.prompt, list) or not self.prompt or self.prompt[-1].get("role") != "user":
             raise ValueError("the prompt must end with a user turn")
+        check_messages([*self.prompt, {"role": "assistant", "content": "answer"}])
         if self.verdict in ("ranked", "tie"):
             if self.ranks is None or len(self.ranks) != len(self.candidates) or min(self.ranks) < 1:
                 raise ValueError("give every candidate a rank from 1 (best)")
@@ -385,7 +386,8 @@ class Store:
             yield db
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # BEGIN itself may have failed (database locked)
+                db.execute("ROLLBACK")
             raise
         finally:
             db.close()
@@ -702,15 +704,24 @@ class Store:
                 (run.id, run.method, run.name, json.dumps(run.config), run.status, run.device, run.created_at),
             )
 
-    def update_run(self, run_id: str, **fields) -> None:
-        """Set some columns of a run (status, pid, exit_code, error, started_at, finished_at)."""
+    def update_run(self, run_id: str, expect: tuple[str, ...] = (), **fields) -> bool:
+        """Set some columns of a run (status, pid, exit_code, error, started_at, finished_at).
+
+        With `expect`, only while the run's status is one of those (compare-and-set, so a late writer
+        cannot overwrite a newer status); returns whether the row changed.
+        """
         allowed = {"status", "pid", "exit_code", "error", "started_at", "finished_at"}
         if set(fields) - allowed:
             raise ValueError(f"cannot update {sorted(set(fields) - allowed)} of a run")
         if fields.get("status", "queued") not in RUN_STATES:
             raise ValueError(f"unknown run status '{fields['status']}'")
+        guard = f" AND status IN ({', '.join('?' * len(expect))})" if expect else ""
         with self._write() as db:
-            db.execute(f"UPDATE runs SET {', '.join(f'{k}=?' for k in fields)} WHERE id=?", (*fields.values(), run_id))
+            cur = db.execute(
+                f"UPDATE runs SET {', '.join(f'{k}=?' for k in fields)} WHERE id=?{guard}",
+                (*fields.values(), run_id, *expect),
+            )
+            return cur.rowcount > 0
 
     def get_run(self, run_id: str) -> Run:
         with self._read() as db:
@@ -760,8 +771,9 @@ class Store:
                 raise ValueError(f"comparison {number}: {err}") from err
         stamp = now()
         with self._write() as db:
-            return [
-                db.execute(
+            for c in comparisons:
+                c.created_at = stamp
+                c.id = db.execute(
                     "INSERT INTO comparisons (prompt, item, candidates, shown, ranks, verdict, annotator, reason,"
                     " source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
@@ -777,14 +789,16 @@ class Store:
                         stamp,
                     ),
                 ).lastrowid
-                for c in comparisons
-            ]
+        return [c.id for c in comparisons]
 
     def undo_last_comparison(self, annotator: str) -> Comparison | None:
-        """Withdraw this annotator's latest live vote; returns it (None if there is none)."""
+        """Withdraw this annotator's latest live vote cast here (not imported); returns it (None if none)."""
+        if not annotator.strip():
+            return None
         with self._write() as db:
             row = db.execute(
-                "SELECT * FROM comparisons WHERE annotator = ? AND deleted_at IS NULL ORDER BY id DESC LIMIT 1",
+                "SELECT * FROM comparisons WHERE annotator = ? AND deleted_at IS NULL AND source NOT LIKE 'import:%'"
+                " ORDER BY id DESC LIMIT 1",
                 (annotator,),
             ).fetchone()
             if row is None:

@@ -229,3 +229,20 @@ def test_a_bad_preference_file_names_the_problem_and_imports_nothing(store, tmp_
 
 def test_leaderboard_of_nothing_is_empty():
     assert leaderboard(pd.DataFrame(columns=["model_a", "model_b", "winner"])).empty
+
+
+def test_undo_never_touches_imported_votes_or_anonymous_ones(store):
+    imported = vote(["a", "b"], [1, 2], annotator="ann")
+    imported.source = "import:file.jsonl"
+    store.add_comparison(imported)
+    assert store.undo_last_comparison("ann") is None
+    assert store.undo_last_comparison("  ") is None
+    assert len(store.list_comparisons()) == 1
+
+
+def test_a_prompt_with_a_broken_message_is_refused_before_it_is_stored(store, tmp_path):
+    path = tmp_path / "broken.jsonl"
+    path.write_text(json.dumps({"prompt": [{"role": "user", "content": None}], "chosen": "a", "rejected": "b"}) + "\n")
+    with pytest.raises(DataFileError, match="line 1: .*content must be text"):
+        import_preferences(store, path)
+    assert store.list_comparisons() == []

@@ -168,3 +168,32 @@ def test_samples_show_what_the_model_answers_while_training(store, tiny_model_di
     samples = read_samples(jobs.run_dir(store, run.id))
     assert sorted({s["step"] for s in samples}) == [2, 4]
     assert all(s["prompt"] and isinstance(s["completion"], str) for s in samples)
+
+
+def test_the_training_form_follows_the_model_preset(store):
+    from ui.context import AppContext
+    from ui.training import FORM_FIELDS, preset_values
+
+    values = dict(zip(FORM_FIELDS, preset_values(AppContext(store), "gpu-24gb"), strict=True))
+    assert (values["lora_alpha"], values["max_length"]) == (16, 2048)
+
+
+def test_a_half_written_sample_line_is_skipped(tmp_path):
+    from lab.train.common import read_samples
+
+    (tmp_path / "samples.jsonl").write_text('{"step": 2, "prompt": "p", "completion": "c"}\n{"step": 4, "pro')
+    assert read_samples(tmp_path) == [{"step": 2, "prompt": "p", "completion": "c"}]
+
+
+def test_a_cli_training_refuses_to_start_beside_a_running_one(store, tiny_model_dir, capsys):
+    from lab.cli import main
+
+    run = start_child(store, tiny_model_dir, max_steps=400)
+    try:
+        code = main(
+            ["train", "sft", "--workspace", str(store.root), "--data", str(SIGNOFF), "--set", f"model={tiny_model_dir}"]
+        )
+        assert code == 2 and f"Run {run.id} is training" in capsys.readouterr().err
+    finally:
+        jobs.stop(store, run.id)
+        wait_for(lambda: jobs.refresh(store) or store.get_run(run.id).status == "stopped", what="the run to stop")

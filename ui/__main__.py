@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     store = Store(args.workspace)
     seed_prompt_pool(store, question_sets())
-    jobs.start_next(store)  # repairs runs left "running" by a previous app, then starts any queued run
+    jobs.watch(store)  # repairs runs left "running" by a previous app, then keeps the queue moving
     ctx = AppContext(store)
     ctx.load_in_background(args.model, args.precision, args.device)
     app = build_app(ctx)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import tempfile
 from functools import partial
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -140,7 +138,7 @@ def prepare_exports(ctx: AppContext, excluded: list[str]):
     """Write both export files (without the excluded annotators) so the download buttons serve them."""
     excluded = tuple(excluded or ())
     kept = ctx.store.list_comparisons(excluded)
-    folder = Path(tempfile.mkdtemp())
+    folder = ctx.exports
     files = []
     for negatives, name in ((False, "preferences.jsonl"), (True, "negatives.jsonl")):
         try:

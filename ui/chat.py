@@ -118,7 +118,7 @@ def build_chat(ctx: AppContext) -> None:
         "outputs": [message, chatbot, conversation_id],
     }
     reply = {"fn": partial(bot_reply, ctx), "inputs": [chatbot, conversation_id, *sampling], "outputs": chatbot}
-    events = [trigger(**submitted).then(**reply) for trigger in (message.submit, send.click)]
+    events = [trigger(**submitted).success(**reply) for trigger in (message.submit, send.click)]
     retry_event = retry.click(drop_last_reply, chatbot, chatbot).then(**reply)
     stop_button.click(None, cancels=[*events, retry_event])
     clear.click(lambda: ([], None, ""), outputs=[chatbot, conversation_id, message])

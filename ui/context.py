@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lab.models import ModelError, ModelManager
 from lab.presets import (
@@ -25,6 +27,8 @@ class AppContext:
     model_presets: dict[str, ModelPreset] = field(default_factory=model_presets)
     experiment_presets: dict[str, ExperimentPreset] = field(default_factory=experiment_presets)
     scenarios: dict[str, ScenarioPreset] = field(default_factory=scenario_presets)
+    # Where downloads are written: private to this process (mode 0700), one file per kind, overwritten in place.
+    exports: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="alignment-lab-exports-")))
     _loader: threading.Thread | None = None
 
     def load_in_background(self, model: str, precision: str, device: str) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import tempfile
 from functools import partial
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -323,12 +321,13 @@ def run_distillation(
     teacher = Teacher(model=model.strip(), system=system, few_shot=int(few_shot))
     settings = GenerationSettings(temperature=0.3, top_p=0.95, max_new_tokens=int(max_new), seed=0)
     ctx.wait_for_model()
-    try:
+    try:  # a generator, so that Stop closes it and the teacher stops at the next prompt
         for step in distill(ctx.store, ctx.models, teacher, load_question_set(prompt_set), settings, author):
             progress((step.done, step.total), desc=step.prompt[:60])
+            yield f"Answered {step.done} of {step.total} prompts; each waits in **pending** for review."
     except (ModelError, ValueError) as err:
         raise gr.Error(str(err)) from err
-    return "Done: review the pending answers (Status: pending), then accept, edit or reject them."
+    yield "Done: review the pending answers (Status: pending), then accept, edit or reject them."
 
 
 def review_pending(ctx: AppContext, status: str) -> str:
@@ -366,7 +365,7 @@ def import_starter(ctx: AppContext, name: str) -> str:
 
 
 def export_file(ctx: AppContext):
-    path = Path(tempfile.mkdtemp()) / "demonstrations.jsonl"
+    path = ctx.exports / "demonstrations.jsonl"
     try:
         data.export_demonstrations(ctx.store, path)
     except data.DataFileError:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import tempfile
 from functools import partial
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -92,7 +90,7 @@ def build_prompting(ctx: AppContext) -> None:
     add_variant.click(append_variant, variants, variants)
     saved = [experiment_id, picker, *results]
     save_button.click(partial(save_experiment, ctx), [experiment_id, *editor], saved)
-    run_event = run.click(partial(save_experiment, ctx), [experiment_id, *editor], saved).then(
+    run_event = run.click(partial(save_experiment, ctx), [experiment_id, *editor], saved).success(
         partial(run_experiment, ctx), [experiment_id, view], results
     )
     stop.click(
@@ -276,7 +274,5 @@ def rate(ctx: AppContext, experiment_id: int | None, cell: tuple[int, int] | Non
 
 
 def export_csv(ctx: AppContext, experiment_id: int) -> str:
-    """Write the experiment's CSV where the download button can serve it (a temp folder, not the workspace)."""
-    folder = Path(tempfile.gettempdir()) / "alignment-lab-exports"
-    folder.mkdir(exist_ok=True)
-    return str(experiments.export_csv(ctx.store, experiment_id, folder / f"experiment-{experiment_id}.csv"))
+    """Write the experiment's CSV where the download button can serve it (the app's private export folder)."""
+    return str(experiments.export_csv(ctx.store, experiment_id, ctx.exports / f"experiment-{experiment_id}.csv"))

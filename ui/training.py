@@ -53,20 +53,21 @@ def runs_table(ctx: AppContext) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
-def _component(spec: dataclasses.Field):
+def _component(spec: dataclasses.Field, value):
     """A form control for one config field, with the field's help text as its tooltip."""
     help_text = spec.metadata.get("help", "")
     if isinstance(spec.default, bool):
-        return gr.Checkbox(value=spec.default, label=spec.name, info=help_text)
+        return gr.Checkbox(value=value, label=spec.name, info=help_text)
     if isinstance(spec.default, int | float):
-        return gr.Number(
-            value=spec.default, label=spec.name, info=help_text, precision=0 if isinstance(spec.default, int) else None
-        )
-    return gr.Textbox(value=spec.default, label=spec.name, info=help_text)
+        precision = 0 if isinstance(spec.default, int) else None
+        return gr.Number(value=value, label=spec.name, info=help_text, precision=precision)
+    return gr.Textbox(value=value, label=spec.name, info=help_text)
 
 
 def build_training(ctx: AppContext) -> None:
     fields = {f.name: f for f in dataclasses.fields(METHODS["sft"].config)}
+    first_preset = "cpu-default" if "cpu-default" in ctx.model_presets else next(iter(ctx.model_presets))
+    defaults = dict(zip(FORM_FIELDS, preset_values(ctx, first_preset), strict=True))
     with gr.Row():
         with gr.Column(scale=2):
             gr.Markdown("### New SFT run")
@@ -90,12 +91,16 @@ def build_training(ctx: AppContext) -> None:
                 label="Train on demonstrations written by",
                 info="Compare human-only, teacher-only or both",
             )
-            data_file = gr.Textbox(label="…or a data file instead", placeholder="path to a JSONL/JSON/CSV/Parquet file")
+            data_file = gr.File(
+                label="…or train on a file instead (JSONL, JSON, CSV or Parquet)",
+                file_types=[".jsonl", ".json", ".csv", ".parquet"],
+            )
             with gr.Accordion("Hyperparameters", open=False):
                 controls = []
                 for first in range(0, len(FORM_FIELDS), 3):
                     with gr.Row():
-                        controls += [_component(fields[n]) for n in FORM_FIELDS[first : first + 3]]
+                        controls += [_component(fields[n], defaults[n]) for n in FORM_FIELDS[first : first + 3]]
+            preset.change(partial(preset_values, ctx), preset, controls)
             start = gr.Button("Start training", variant="primary", elem_id="start-run")
             start_message = gr.Markdown(elem_id="start-message")
         with gr.Column(scale=3):
@@ -138,6 +143,12 @@ def build_training(ctx: AppContext) -> None:
     resume.click(partial(resume_run, ctx), selected, status)
 
 
+def preset_values(ctx: AppContext, preset: str) -> list:
+    """The form's values for a model preset: its LoRA settings and lengths, the method's defaults elsewhere."""
+    config = config_for(METHODS["sft"].config, ctx.model_presets[preset])
+    return [getattr(config, name) for name in FORM_FIELDS]
+
+
 def list_runs(ctx: AppContext):
     return gr.update(choices=[(f"{r.name or r.id} · {r.status}", r.id) for r in ctx.store.list_runs()])
 
@@ -146,16 +157,21 @@ def list_starts(ctx: AppContext):
     return gr.update(choices=["(new adapter)", *jobs.list_adapters(ctx.store)])
 
 
-def start_run(ctx: AppContext, preset: str, name: str, start_from: str, origins: list[str], data_file: str, *values):
+def start_run(
+    ctx: AppContext, preset: str, name: str, start_from: str, origins: list[str], data_file: str | None, *values
+):
     """Check the form into a config (one sentence if wrong), then queue the run; it starts when the device is free."""
     overrides = dict(zip(FORM_FIELDS, values, strict=True))
+    empty = [key for key, value in overrides.items() if value is None or value == ""]
+    if empty:
+        raise gr.Error(f"Fill in {empty[0]} (Hyperparameters).")
+    if not origins and not data_file:
+        raise gr.Error("Tick at least one origin of demonstrations to train on, or upload a data file.")
     if start_from and start_from != "(new adapter)":
         overrides["init_adapter"] = str(jobs.list_adapters(ctx.store)[start_from])
     try:
         config = config_for(METHODS["sft"].config, ctx.model_presets[preset], overrides, where="form")
-        run = jobs.prepare(
-            ctx.store, "sft", config, name=name.strip(), data_file=data_file.strip(), origins=origins or None
-        )
+        run = jobs.prepare(ctx.store, "sft", config, name=name.strip(), data_file=data_file or "", origins=origins)
         run = jobs.submit(ctx.store, run)
     except (ValueError, KeyError) as err:
         raise gr.Error(str(err).strip("'\"")) from err

@@ -43,7 +43,8 @@ class StopCallback(TrainerCallback):
     """Ends training at the next step boundary once a stop was requested; the caller then saves the adapter."""
 
     def on_step_end(self, args, state, control, **kwargs):
-        if STOP_REQUESTED.is_set():
+        if STOP_REQUESTED.is_set() and not control.should_training_stop:
+            print("Stop requested: the adapter learned so far is being saved.", flush=True)
             control.should_training_stop = True
             control.should_save = True  # a checkpoint to resume from
 

@@ -90,9 +90,8 @@ def write_config(run_dir: Path, config: Any) -> None:
     (run_dir / "config.yaml").write_text(text, encoding="utf-8")
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    """The metrics rows written so far (a half-written last line of a live run is skipped)."""
-    path = run_dir / "metrics.jsonl"
+def _read_jsonl(path: Path) -> list[dict]:
+    """Rows of a JSONL file a live run appends to (a half-written last line is skipped)."""
     if not path.is_file():
         return []
     rows = []
@@ -104,12 +103,14 @@ def read_metrics(run_dir: Path) -> list[dict]:
     return rows
 
 
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The metrics rows written so far."""
+    return _read_jsonl(run_dir / "metrics.jsonl")
+
+
 def read_samples(run_dir: Path) -> list[dict]:
     """The completions sampled during training so far (samples.jsonl), oldest first."""
-    path = run_dir / "samples.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return _read_jsonl(run_dir / "samples.jsonl")
 
 
 def peak_memory_mb() -> float:
@@ -125,8 +126,7 @@ def install_stop_signals() -> None:
     def request_stop(signum, frame):
         if STOP_REQUESTED.is_set():
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
-        STOP_REQUESTED.set()
-        print("Stop requested: finishing the current step and saving the adapter…", file=sys.stderr, flush=True)
+        STOP_REQUESTED.set()  # only set a flag here: writing to stderr mid-write of tqdm could raise
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
