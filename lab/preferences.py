@@ -249,6 +249,26 @@ def ranks_from_positions(positions: list[int], shown: list[int]) -> list[int]:
     return ranks
 
 
+def vote_ranks(choice: str, shown: list[int], positions: list[int] = ()) -> tuple[list[int] | None, str]:
+    """A voter's choice → (ranks of the candidates, verdict).
+
+    choice is "A"/"B"/... (that displayed answer is best, the others tie below it; pairs only),
+    "ranking" (positions[p] is the rank given to the answer displayed at p), "tie", "both-bad" or "skipped".
+    """
+    count = len(shown)
+    if choice == "ranking":
+        ranks = ranks_from_positions(list(positions[:count]), shown)
+        return ranks, "tie" if len(set(ranks)) == 1 else "ranked"
+    if len(choice) == 1 and choice.isalpha():
+        if count > 2:
+            raise ValueError("With more than two answers, give each a rank and press Submit ranking.")
+        winner = shown["ABCDEFGH".index(choice)]
+        return [1 if n == winner else 2 for n in range(count)], "ranked"
+    if choice == "tie":
+        return [1] * count, "tie"
+    return None, choice
+
+
 def queue_progress(store: Store, questions: list[str], annotator: str, source: str) -> tuple[int, str | None]:
     """How many of the queue's questions this annotator has voted on (or skipped), and the next one."""
     done = {c.prompt[-1]["content"] for c in store.list_comparisons(source=source) if c.annotator == annotator}

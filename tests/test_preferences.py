@@ -246,3 +246,28 @@ def test_a_prompt_with_a_broken_message_is_refused_before_it_is_stored(store, tm
     with pytest.raises(DataFileError, match="line 1: .*content must be text"):
         import_preferences(store, path)
     assert store.list_comparisons() == []
+
+
+@pytest.mark.parametrize(
+    ("choice", "shown", "positions", "expected"),
+    [
+        ("A", [1, 0], [], ([2, 1], "ranked")),  # the left answer was candidate 1
+        ("B", [1, 0], [], ([1, 2], "ranked")),
+        ("tie", [0, 1], [], ([1, 1], "tie")),
+        ("both-bad", [0, 1], [], (None, "both-bad")),
+        ("skipped", [0, 1], [], (None, "skipped")),
+        ("ranking", [2, 0, 1], [1, 3, 2], ([3, 2, 1], "ranked")),  # shown left to right: c2, c0, c1
+        ("ranking", [2, 0, 1], [1, 1, 1], ([1, 1, 1], "tie")),
+    ],
+)
+def test_a_voters_choice_becomes_ranks_of_the_candidates(choice, shown, positions, expected):
+    from lab.preferences import vote_ranks
+
+    assert vote_ranks(choice, shown, positions) == expected
+
+
+def test_a_pair_vote_on_three_answers_asks_for_a_ranking():
+    from lab.preferences import vote_ranks
+
+    with pytest.raises(ValueError, match="give each a rank"):
+        vote_ranks("A", [0, 1, 2])

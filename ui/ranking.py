@@ -13,7 +13,7 @@ import gradio as gr
 from lab import jobs
 from lab.generate import GenerationSettings
 from lab.models import BASE_VIEW, ModelError
-from lab.preferences import Side, make_candidates, queue_progress, ranks_from_positions, shuffled_order
+from lab.preferences import Side, make_candidates, queue_progress, shuffled_order, vote_ranks
 from lab.presets import load_question_set
 from lab.store import Comparison
 from ui.chat import list_views
@@ -228,21 +228,10 @@ def cast_vote(ctx: AppContext, task: dict | None, annotator: str, reason: str, q
     """Store the vote (it is in the database before the screen moves on), then reveal the models."""
     if not task:
         raise gr.Error("Press Next prompt first.")
-    count = len(task["candidates"])
-    if choice in ("A", "B") and count > 2:
-        raise gr.Error("With more than two answers, give each a rank and press Submit ranking.")
-    if choice == "ranking":
-        given = [int(p) for p in positions[:count]]
-        ranks, verdict = ranks_from_positions(given, task["shown"]), "ranked"
-        if len(set(ranks)) == 1:
-            verdict = "tie"
-    elif choice in ("A", "B"):
-        winner = task["shown"][LETTERS.index(choice)]
-        ranks, verdict = [1 if n == winner else 2 for n in range(count)], "ranked"
-    elif choice == "tie":
-        ranks, verdict = [1] * count, "tie"
-    else:
-        ranks, verdict = None, choice
+    try:
+        ranks, verdict = vote_ranks(choice, task["shown"], [int(p) for p in positions if p is not None])
+    except ValueError as err:
+        raise gr.Error(str(err)) from err
     comparison = Comparison(
         task["prompt"],
         task["candidates"],
