@@ -347,6 +347,15 @@ class Comparison:
             raise ValueError(f"a '{self.verdict}' vote has no ranks")
 
 
+def _check_all(rows: list[Demonstration] | list[Comparison], kind: str) -> None:
+    """Check every row before a batch insert, naming the first bad one ("comparison 3: ...")."""
+    for number, row in enumerate(rows, start=1):
+        try:
+            row.check()
+        except ValueError as err:
+            raise ValueError(f"{kind} {number}: {err}") from err
+
+
 class Store:
     """Typed rows in and out of the workspace database."""
 
@@ -593,11 +602,7 @@ class Store:
 
     def add_demonstrations(self, demos: list[Demonstration]) -> list[int]:
         """Insert all of them in one transaction, or none if any is invalid."""
-        for number, demo in enumerate(demos, start=1):
-            try:
-                demo.check()
-            except ValueError as err:
-                raise ValueError(f"demonstration {number}: {err}") from err
+        _check_all(demos, "demonstration")
         stamp = now()
         with self._write() as db:
             ids = []
@@ -764,11 +769,7 @@ class Store:
 
     def add_comparisons(self, comparisons: list[Comparison]) -> list[int]:
         """Insert all (an import) in one transaction, or none if any is invalid."""
-        for number, comparison in enumerate(comparisons, start=1):
-            try:
-                comparison.check()
-            except ValueError as err:
-                raise ValueError(f"comparison {number}: {err}") from err
+        _check_all(comparisons, "comparison")
         stamp = now()
         with self._write() as db:
             for c in comparisons:
