@@ -14,7 +14,7 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -347,6 +347,32 @@ class Comparison:
             raise ValueError(f"a '{self.verdict}' vote has no ranks")
 
 
+JSON_COLUMNS = {
+    "variants",
+    "questions",
+    "settings",
+    "messages",
+    "tags",
+    "config",
+    "prompt",
+    "candidates",
+    "shown",
+    "ranks",
+}
+
+
+def _from_row(cls: type, r: sqlite3.Row):
+    """A typed row from a database row: the dataclass's fields by column name, JSON columns decoded."""
+    columns = r.keys()
+    return cls(
+        **{
+            f.name: json.loads(r[f.name]) if f.name in JSON_COLUMNS else r[f.name]
+            for f in fields(cls)
+            if f.name in columns
+        }
+    )
+
+
 def _check_all(rows: list[Demonstration] | list[Comparison], kind: str) -> None:
     """Check every row before a batch insert, naming the first bad one ("comparison 3: ...")."""
     for number, row in enumerate(rows, start=1):
@@ -443,9 +469,7 @@ class Store:
             query, args = query + " AND source = ?", args + [source]
         with self._read() as db:
             rows = db.execute(query + " ORDER BY id", args).fetchall()
-        return [
-            Prompt(r["text"], r["category"], json.loads(r["tags"]), r["source"], r["id"], r["created_at"]) for r in rows
-        ]
+        return [_from_row(Prompt, r) for r in rows]
 
     # experiments
 
@@ -482,17 +506,7 @@ class Store:
             r = db.execute("SELECT * FROM experiments WHERE id = ?", (experiment_id,)).fetchone()
         if r is None:
             raise KeyError(f"No experiment with id {experiment_id}.")
-        return Experiment(
-            r["name"],
-            json.loads(r["variants"]),
-            json.loads(r["questions"]),
-            json.loads(r["settings"]),
-            r["description"],
-            r["model"],
-            r["id"],
-            r["created_at"],
-            r["updated_at"],
-        )
+        return _from_row(Experiment, r)
 
     def list_experiments(self) -> list[Experiment]:
         with self._read() as db:
@@ -525,21 +539,7 @@ class Store:
                 "SELECT * FROM experiment_results WHERE experiment_id = ? ORDER BY question, variant",
                 (experiment_id,),
             ).fetchall()
-        return [
-            Result(
-                r["experiment_id"],
-                r["variant"],
-                r["question"],
-                r["response"],
-                r["prompt_tokens"],
-                r["new_tokens"],
-                r["seconds"],
-                r["rating"],
-                r["id"],
-                r["created_at"],
-            )
-            for r in rows
-        ]
+        return [_from_row(Result, r) for r in rows]
 
     def rate_result(self, experiment_id: int, variant: int, question: int, rating: int | None) -> None:
         """Mark a cell good (1), bad (-1) or unrated (None)."""
@@ -586,9 +586,7 @@ class Store:
             r = db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
         if r is None:
             raise KeyError(f"No conversation with id {conversation_id}.")
-        return Conversation(
-            json.loads(r["messages"]), r["system"], r["model"], r["title"], r["id"], r["created_at"], r["updated_at"]
-        )
+        return _from_row(Conversation, r)
 
     def list_conversations(self, limit: int = 50) -> list[Conversation]:
         with self._read() as db:
@@ -684,20 +682,7 @@ class Store:
 
     @staticmethod
     def _demonstration(r: sqlite3.Row) -> Demonstration:
-        return Demonstration(
-            json.loads(r["messages"]),
-            r["category"],
-            json.loads(r["tags"]),
-            r["author"],
-            r["origin"],
-            r["draft"],
-            r["teacher"],
-            r["status"],
-            r["source"],
-            r["id"],
-            r["created_at"],
-            r["updated_at"],
-        )
+        return _from_row(Demonstration, r)
 
     # runs
 
@@ -745,20 +730,7 @@ class Store:
 
     @staticmethod
     def _run(r: sqlite3.Row) -> Run:
-        return Run(
-            r["id"],
-            r["method"],
-            json.loads(r["config"]),
-            r["name"],
-            r["status"],
-            r["device"],
-            r["pid"],
-            r["exit_code"],
-            r["error"],
-            r["created_at"],
-            r["started_at"],
-            r["finished_at"],
-        )
+        return _from_row(Run, r)
 
     # comparisons
 
@@ -820,15 +792,4 @@ class Store:
 
     @staticmethod
     def _comparison(r: sqlite3.Row) -> Comparison:
-        return Comparison(
-            json.loads(r["prompt"]),
-            json.loads(r["candidates"]),
-            json.loads(r["shown"]),
-            json.loads(r["ranks"]),
-            r["verdict"],
-            r["annotator"],
-            r["reason"],
-            r["source"],
-            r["id"],
-            r["created_at"],
-        )
+        return _from_row(Comparison, r)
