@@ -325,16 +325,20 @@ def export_demonstrations(store: Store, path: str | Path, origins: list[str] | N
     demos = store.list_demonstrations(origins=origins, status="accepted")[::-1]
     if not demos:
         raise DataFileError("No accepted demonstrations to export.")
+    write_jsonl(path, [{"messages": demo.messages} for demo in demos])
+    return len(demos)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """Write rows as JSONL beside the target and move it into place, so a failure never leaves half a file."""
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
-            for demo in demos:
-                out.write(json.dumps({"messages": demo.messages}, ensure_ascii=False) + "\n")
+            out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
-    return len(demos)
 
 
 def sft_examples(demos: list[Demonstration]) -> list[dict]:

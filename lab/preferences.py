@@ -8,15 +8,12 @@ pair either, but can be exported as unpaired negatives (TRL's unpaired
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import tempfile
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 
-from lab.data import DataFileError, read_records
+from lab.data import DataFileError, read_records, write_jsonl
 from lab.generate import GenerationSettings, build_messages, generate, sample_candidates
 from lab.models import ModelManager
 from lab.store import Comparison, Store
@@ -78,14 +75,7 @@ def export_preferences(
     rows = negative_rows(comparisons) if negatives else preference_rows(comparisons)
     if not rows:
         raise DataFileError("No votes that make preference pairs yet." if not negatives else "No both-bad votes yet.")
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_jsonl(path, rows)
     return len(rows)
 
 
