@@ -11,10 +11,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-
-import torch
+from typing import TYPE_CHECKING
 
 from lab.models import LoadedModel
+
+if TYPE_CHECKING:
+    import torch
 
 
 class PromptTooLongError(ValueError):
@@ -99,6 +101,8 @@ def _generate_kwargs(lm: LoadedModel, settings: GenerationSettings) -> dict:
 
 
 def _seed(settings: GenerationSettings) -> None:
+    import torch
+
     if settings.seed is not None:
         torch.manual_seed(settings.seed)
 
@@ -120,6 +124,7 @@ def stream_chat(
     yield, so a consumer that stops reading cannot keep the model locked. Closing
     the iterator stops the generation at the next token.
     """
+    import torch
     from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
     hold = model if callable(model) else (lambda: nullcontext(model))
@@ -178,6 +183,8 @@ def stream_chat(
 
 def generate(lm: LoadedModel, messages: list[Message], settings: GenerationSettings) -> Generation:
     """One complete reply with its token counts and wall time."""
+    import torch
+
     ids = encode_chat(lm, messages, settings.max_new_tokens)
     _seed(settings)
     start = time.perf_counter()
@@ -200,6 +207,8 @@ def sample_candidates(
     lm: LoadedModel, messages: list[Message], settings: GenerationSettings, k: int
 ) -> list[Generation]:
     """K sampled replies to one conversation in a single batched `generate` call."""
+    import torch
+
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     if settings.temperature == 0 and k > 1:

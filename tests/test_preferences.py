@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lab.arena import agreement, annotator_report, battles, leaderboard, position_bias, win_rates
 from lab.data import DataFileError
-from lab.evaluate import agreement, annotator_report, battles, leaderboard, position_bias, win_rates
 from lab.preferences import export_preferences, import_preferences, preference_rows, ranked_pairs
 from lab.store import Comparison, Store
 

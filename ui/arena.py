@@ -8,7 +8,7 @@ import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
 
-from lab import evaluate
+from lab import arena as votes
 from lab.data import DataFileError
 from lab.preferences import export_preferences, import_preferences, preference_rows, preview_preferences
 from ui.context import AppContext
@@ -64,11 +64,11 @@ def build_arena(ctx: AppContext, tab: gr.Tab) -> None:
 
 def show_arena(ctx: AppContext):
     comparisons = ctx.store.list_comparisons()
-    frame = evaluate.battles(comparisons)
-    board = evaluate.leaderboard(frame)
-    stats = evaluate.agreement(comparisons)
-    bias = evaluate.position_bias(comparisons)
-    report = evaluate.annotator_report(comparisons)
+    frame = votes.battles(comparisons)
+    board = votes.leaderboard(frame)
+    stats = votes.agreement(comparisons)
+    bias = votes.position_bias(comparisons)
+    report = votes.annotator_report(comparisons)
     counts = pd.Series([c.verdict for c in comparisons]).value_counts().to_dict()
     pairs = len(preference_rows(comparisons))
     summary = (
@@ -81,7 +81,7 @@ def show_arena(ctx: AppContext):
         summary,
         board,
         _chart(board),
-        evaluate.win_rates(frame) if len(frame) else None,
+        votes.win_rates(frame) if len(frame) else None,
         quality,
         report,
         gr.update(choices=report["annotator"].tolist(), value=flagged),
