@@ -1,0 +1,171 @@
+"""What people judge and write: demonstrations (ideal responses) and comparisons (preference votes)."""
+
+from __future__ import annotations
+
+import json
+
+from lab.store.database import Database
+from lab.store.rows import (
+    STATUSES,
+    Comparison,
+    Demonstration,
+    check_all,
+    demonstration_fields,
+    fingerprint,
+    from_row,
+    now,
+)
+
+
+class AnnotationTables(Database):
+    """Demonstrations and comparisons, both kept in a bin when deleted so that undo can bring them back."""
+
+    # demonstrations
+
+    def add_demonstrations(self, demos: list[Demonstration]) -> list[int]:
+        """Insert all of them in one transaction, or none if any is invalid."""
+        check_all(demos, "demonstration")
+        stamp = now()
+        with self._write() as db:
+            ids = []
+            for d in demos:
+                cur = db.execute(
+                    "INSERT INTO demonstrations (messages, fingerprint, category, tags, author, origin, draft, teacher,"
+                    " status, source, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*demonstration_fields(d), stamp, stamp),
+                )
+                d.id, d.created_at, d.updated_at = cur.lastrowid, stamp, stamp
+                ids.append(cur.lastrowid)
+        return ids
+
+    def update_demonstration(self, demo: Demonstration) -> None:
+        """Rewrite a live demonstration (all but its source); KeyError if it is gone."""
+        demo.check()
+        with self._write() as db:
+            cur = db.execute(
+                "UPDATE demonstrations SET messages=?, fingerprint=?, category=?, tags=?, author=?, origin=?, draft=?,"
+                " teacher=?, status=?, updated_at=? WHERE id=? AND deleted_at IS NULL",
+                (*demonstration_fields(demo)[:-1], now(), demo.id),
+            )
+            if cur.rowcount == 0:
+                raise KeyError(f"No demonstration with id {demo.id}.")
+
+    def set_demonstration_status(self, ids: list[int], status: str) -> None:
+        """Accept, reject or send back to review the demonstrations with these ids."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown status '{status}'")
+        with self._write() as db:
+            db.executemany(
+                "UPDATE demonstrations SET status=?, updated_at=? WHERE id=?", [(status, now(), i) for i in ids]
+            )
+
+    def delete_demonstrations(self, ids: list[int]) -> None:
+        """Move to the bin (restore_demonstrations undoes it)."""
+        with self._write() as db:
+            db.executemany("UPDATE demonstrations SET deleted_at=? WHERE id=?", [(now(), i) for i in ids])
+
+    def restore_demonstrations(self, ids: list[int]) -> None:
+        """Bring demonstrations back from the bin."""
+        with self._write() as db:
+            db.executemany("UPDATE demonstrations SET deleted_at=NULL WHERE id=?", [(i,) for i in ids])
+
+    def find_duplicate(self, messages: list[dict], exclude: int | None = None) -> int | None:
+        """The id of a live demonstration with the same conversation, if any."""
+        with self._read() as db:
+            row = db.execute(
+                "SELECT id FROM demonstrations WHERE fingerprint=? AND deleted_at IS NULL AND id IS NOT ?",
+                (fingerprint(messages), exclude),
+            ).fetchone()
+        return row[0] if row else None
+
+    def get_demonstration(self, demo_id: int) -> Demonstration:
+        """One demonstration (even from the bin); KeyError if there is none with that id."""
+        with self._read() as db:
+            r = db.execute("SELECT * FROM demonstrations WHERE id = ?", (demo_id,)).fetchone()
+        if r is None:
+            raise KeyError(f"No demonstration with id {demo_id}.")
+        return from_row(Demonstration, r)
+
+    def list_demonstrations(
+        self,
+        search: str = "",
+        category: str | None = None,
+        origins: list[str] | None = None,
+        status: str | None = "accepted",
+    ) -> list[Demonstration]:
+        """Live demonstrations, newest first, filtered by text, category, origin and review status.
+
+        The search is a plain substring of what the turns say (any letter case, any script; % and _ are
+        literal), never of the stored JSON's keys.
+        """
+        query, args = "SELECT * FROM demonstrations WHERE deleted_at IS NULL", []
+        if search.strip():
+            query, args = query + " AND contains_text(messages, ?)", [*args, search.strip()]
+        if category:
+            query, args = query + " AND category = ?", [*args, category]
+        if origins:
+            query += f" AND origin IN ({', '.join('?' * len(origins))})"
+            args += origins
+        if status:
+            query, args = query + " AND status = ?", [*args, status]
+        with self._read() as db:
+            rows = db.execute(query + " ORDER BY id DESC", args).fetchall()
+        return [from_row(Demonstration, r) for r in rows]
+
+    # comparisons
+
+    def add_comparison(self, comparison: Comparison) -> int:
+        """Store one vote; it is in the database when this returns."""
+        [comparison.id] = self.add_comparisons([comparison])
+        return comparison.id
+
+    def add_comparisons(self, comparisons: list[Comparison]) -> list[int]:
+        """Insert all (an import) in one transaction, or none if any is invalid."""
+        check_all(comparisons, "comparison")
+        stamp = now()
+        with self._write() as db:
+            for c in comparisons:
+                c.created_at = stamp
+                c.id = db.execute(
+                    "INSERT INTO comparisons (prompt, item, candidates, shown, ranks, verdict, annotator, reason,"
+                    " source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        json.dumps(c.prompt),
+                        c.item,
+                        json.dumps(c.candidates),
+                        json.dumps(c.shown),
+                        json.dumps(c.ranks),
+                        c.verdict,
+                        c.annotator,
+                        c.reason,
+                        c.source,
+                        stamp,
+                    ),
+                ).lastrowid
+        return [c.id for c in comparisons]
+
+    def undo_last_comparison(self, annotator: str) -> Comparison | None:
+        """Withdraw this annotator's latest live vote cast here (not imported); returns it (None if none)."""
+        if not annotator.strip():
+            return None
+        with self._write() as db:
+            row = db.execute(
+                "SELECT * FROM comparisons WHERE annotator = ? AND deleted_at IS NULL AND source NOT LIKE 'import:%'"
+                " ORDER BY id DESC LIMIT 1",
+                (annotator,),
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE comparisons SET deleted_at = ? WHERE id = ?", (now(), row["id"]))
+        return from_row(Comparison, row)
+
+    def list_comparisons(self, exclude_annotators: tuple[str, ...] = (), source: str | None = None) -> list[Comparison]:
+        """Live votes, oldest first."""
+        query, args = "SELECT * FROM comparisons WHERE deleted_at IS NULL", []
+        if exclude_annotators:
+            query += f" AND annotator NOT IN ({', '.join('?' * len(exclude_annotators))})"
+            args += list(exclude_annotators)
+        if source:
+            query, args = query + " AND source = ?", [*args, source]
+        with self._read() as db:
+            return [from_row(Comparison, r) for r in db.execute(query + " ORDER BY id", args)]

@@ -1,0 +1,80 @@
+"""Connections to the workspace database: short transactions on fresh connections, and the schema brought forward.
+
+Every write opens its own short transaction (BEGIN IMMEDIATE) on a fresh connection, so several
+browser tabs, threads or processes writing at once queue on SQLite's lock instead of losing rows.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from lab.store import schema
+from lab.store.rows import workspace_dir
+
+
+def contains_text(messages: str, needle: str) -> bool:
+    """Whether the contents of a stored conversation hold `needle`, ignoring case (Unicode casefold).
+
+    The messages column is ASCII-escaped JSON, so LIKE would miss non-ASCII text and match the keys
+    ("role", "content"); decoding it here searches only what people wrote.
+    """
+    contents = " ".join(m.get("content", "") for m in json.loads(messages))
+    return needle.casefold() in contents.casefold()
+
+
+class Database:
+    """The workspace folder and its SQLite database (WAL), at the latest schema once constructed."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = workspace_dir(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.path = self.root / "lab.sqlite"
+        with self._read() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            schema.migrate(db, self.path)
+
+    @property
+    def runs_dir(self) -> Path:
+        """Where each run keeps its artifacts, in runs/<run id>/."""
+        return self.root / "runs"
+
+    @property
+    def schema_version(self) -> int:
+        """The number of migrations this database has run."""
+        with self._read() as db:
+            return db.execute("PRAGMA user_version").fetchone()[0]
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA busy_timeout=30000")
+        db.create_function("contains_text", 2, contains_text, deterministic=True)
+        return db
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        db = self._connect()
+        try:
+            yield db
+        finally:
+            db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One transaction: committed whole, or rolled back whole."""
+        db = self._connect()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:  # BEGIN itself may have failed (database locked)
+                db.execute("ROLLBACK")
+            raise
+        finally:
+            db.close()
