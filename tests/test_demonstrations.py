@@ -1,7 +1,8 @@
-"""Demonstrations in the workspace, and distillation from a teacher on the tiny model."""
+"""Demonstrations: search, the rules of saving one, and distillation from a teacher on the tiny model."""
 
 import pytest
 
+from lab.demonstrations import save_demonstration
 from lab.distill import Teacher, distill, teacher_messages
 from lab.generate import GenerationSettings
 from lab.models import ModelManager
@@ -93,3 +94,73 @@ def test_every_starter_set_imports(store):
 
     counts = {name: import_demonstrations(store, path).imported for name, path in demonstration_sets().items()}
     assert counts["signoff"] == 24 and all(counts.values())
+
+
+def said(user: str, assistant: str) -> list[dict]:
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+
+
+@pytest.mark.parametrize(
+    ("search", "found"),
+    [
+        ("café", ["Un café, s'il vous plaît."]),
+        ("CAFÉ", ["Un café, s'il vous plaît."]),
+        ("ünïcode", ["Ünïcode is fine."]),
+        ("100%", ["It is 100% sure."]),
+        ("a_b", ["Use a_b here."]),
+        ("role", []),
+        ("content", []),
+        ('"', []),
+    ],
+)
+def test_search_finds_what_was_said_literally_in_any_script(store, search, found):
+    store.add_demonstrations(
+        [
+            Demonstration(said("Order a coffee", "Un café, s'il vous plaît.")),
+            Demonstration(said("Say it", "Ünïcode is fine.")),
+            Demonstration(said("How sure?", "It is 100% sure.")),
+            Demonstration(said("How many?", "1000 of them.")),
+            Demonstration(said("Name it", "Use a_b here.")),
+            Demonstration(said("Other name", "Use axb here.")),
+        ]
+    )
+    assert [d.messages[-1]["content"] for d in store.list_demonstrations(search=search)] == found
+
+
+def test_a_typed_response_is_human_and_accepted(store):
+    demo = save_demonstration(store, said("Hi", "Hello!"), category="chat", tags=["greeting", " "], author=" ann ")
+    saved = store.get_demonstration(demo.id)
+    assert (saved.origin, saved.status, saved.tags, saved.author) == ("human", "accepted", ["greeting"], "ann")
+
+
+@pytest.mark.parametrize(("response", "origin"), [("Hello there!", "model"), ("Hello, friend.", "model-edited")])
+def test_the_origin_says_whether_the_draft_was_changed(store, response, origin):
+    demo = save_demonstration(store, said("Hi", response), draft="Hello there! ", category="chat", tags=[], author="")
+    assert (demo.origin, store.get_demonstration(demo.id).draft) == (origin, "Hello there! ")
+
+
+@pytest.mark.parametrize("status", ["pending", "rejected"])
+def test_editing_keeps_the_review_status(store, status):
+    [demo_id] = store.add_demonstrations([Demonstration(HI, status=status)])
+    save_demonstration(store, said("Hi", "Hello, edited!"), demo_id=demo_id, category="chat", tags=[], author="")
+    edited = store.get_demonstration(demo_id)
+    assert (edited.status, edited.messages[-1]["content"]) == (status, "Hello, edited!")
+    assert [d.id for d in store.list_demonstrations()] == []  # still not trainable until accepted
+
+
+def test_an_edited_teacher_answer_stays_the_teachers(store):
+    teacher = Demonstration(HI, origin="teacher", draft="Hello!", teacher="big-model", status="pending")
+    [demo_id] = store.add_demonstrations([teacher])
+    save_demonstration(store, said("Hi", "Hi there."), demo_id=demo_id, category="chat", tags=[], author="ann")
+    edited = store.get_demonstration(demo_id)
+    assert (edited.origin, edited.teacher, edited.draft, edited.status) == ("teacher", "big-model", "Hello!", "pending")
+
+
+def test_a_duplicate_or_invalid_conversation_is_refused_in_one_sentence(store):
+    [first] = store.add_demonstrations([Demonstration(HI)])
+    with pytest.raises(ValueError, match=rf"^Not saved: demonstration #{first} is the same conversation\.$"):
+        save_demonstration(store, said(" hi ", "hello!"), category="chat", tags=[], author="")
+    with pytest.raises(ValueError, match="^Not saved: unknown category"):
+        save_demonstration(store, said("Bye", "Bye!"), category="poetry", tags=[], author="")
+    save_demonstration(store, said("Hi", "Hello!!"), demo_id=first, category="chat", tags=[], author="")  # itself
+    assert len(store.list_demonstrations(status=None)) == 1
