@@ -1,15 +1,22 @@
 """How good are the votes, and who wins: rater agreement, careless raters, position bias, and a
-Bradley-Terry leaderboard with bootstrap intervals (fitted as Chatbot Arena does, by logistic regression)."""
+Bradley-Terry leaderboard with bootstrap intervals (fitted as Chatbot Arena does, by logistic regression).
+
+`arena_report` gathers all of it for a workspace, and refits only when a vote was added or withdrawn.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from itertools import combinations
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from lab.store import Comparison
+from lab.preferences import preference_rows
+from lab.store import Comparison, Store
 
 
 def label(c: Comparison) -> str:
@@ -181,3 +188,59 @@ def win_rates(frame: pd.DataFrame) -> pd.DataFrame:
         games.loc[a, b] += 1
         games.loc[b, a] += 1
     return (wins / games.replace(0, np.nan)).round(3)
+
+
+@dataclass(frozen=True)
+class ArenaReport:
+    """Everything the Arena shows about the live votes of a workspace; shared between callers, so never mutated."""
+
+    votes: int
+    verdicts: dict[str, int]  # verdict → how many votes gave it
+    pairs: int  # preference pairs the votes export as
+    battles: pd.DataFrame
+    leaderboard: pd.DataFrame
+    win_rates: pd.DataFrame | None  # None until two different models met
+    agreement: dict
+    position_bias: dict
+    annotators: pd.DataFrame
+
+    @property
+    def flagged(self) -> list[str]:
+        """Annotators whose agreement with the majority is far below the others'."""
+        return self.annotators.loc[self.annotators["flagged"], "annotator"].tolist()
+
+
+def votes_version(store: Store) -> tuple:
+    """A key that changes whenever a vote is added or withdrawn (withdrawn votes stay in the table, marked)."""
+    with store._read() as db:  # the Store has no public query for this; one read, no write
+        row = db.execute("SELECT count(*), count(deleted_at), max(id), max(deleted_at) FROM comparisons").fetchone()
+    return tuple(row)
+
+
+_reports: dict[Path, tuple[tuple, ArenaReport]] = {}  # workspace database → (votes_version, its report)
+_reports_lock = threading.Lock()
+
+
+def arena_report(store: Store) -> ArenaReport:
+    """The Arena's figures for the live votes; the bootstrap refits only after the votes changed."""
+    version = votes_version(store)  # read before the votes: a vote cast in between only makes the next call refit
+    with _reports_lock:
+        cached = _reports.get(store.path)
+    if cached and cached[0] == version:
+        return cached[1]
+    comparisons = store.list_comparisons()
+    frame = battles(comparisons)
+    report = ArenaReport(
+        votes=len(comparisons),
+        verdicts=dict(Counter(c.verdict for c in comparisons).most_common()),
+        pairs=len(preference_rows(comparisons)),
+        battles=frame,
+        leaderboard=leaderboard(frame),
+        win_rates=win_rates(frame) if len(frame) else None,
+        agreement=agreement(comparisons),
+        position_bias=position_bias(comparisons),
+        annotators=annotator_report(comparisons),
+    )
+    with _reports_lock:
+        _reports[store.path] = (version, report)
+    return report

@@ -2,16 +2,48 @@
 
 from __future__ import annotations
 
+import re
+import tempfile
+from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
 
-from lab import arena as votes
+from lab.arena import arena_report
 from lab.data import DataFileError
 from lab.preferences import export_preferences, import_preferences, preference_rows, preview_preferences
 from ui.context import AppContext
+
+EXPORTS = (("preferences.jsonl", False), ("negatives.jsonl", True))  # file name, both-bad answers instead of pairs
+_SESSION = re.compile(r"[A-Za-z0-9_-]{1,64}")  # the browser sends its session hash: never trust it as a path
+
+
+@dataclass
+class ArenaView:
+    """The Arena's components, so handlers return {component: value} instead of positional tuples."""
+
+    summary: gr.Markdown
+    board: gr.Dataframe
+    chart: gr.Plot
+    rates: gr.Dataframe
+    quality: gr.Markdown
+    raters: gr.Dataframe
+    exclude: gr.Dropdown
+    export_note: gr.Markdown
+    downloads: list[gr.DownloadButton]  # one per EXPORTS entry, hidden until Export writes its file
+    preview: gr.Markdown
+    do_import: gr.Button
+
+    @property
+    def report(self) -> list:
+        return [self.summary, self.board, self.chart, self.rates, self.quality, self.raters, self.exclude]
+
+    @property
+    def export(self) -> list:
+        return [self.export_note, *self.downloads]
 
 
 def build_arena(ctx: AppContext, tab: gr.Tab) -> None:
@@ -37,9 +69,15 @@ def build_arena(ctx: AppContext, tab: gr.Tab) -> None:
         exclude = gr.Dropdown(
             [], multiselect=True, label="Leave these annotators out of the export", elem_id="exclude-annotators"
         )
-        export = gr.DownloadButton("Export preference pairs (TRL JSONL)", elem_id="export-preferences")
-        negatives = gr.DownloadButton("Export both-bad answers (unpaired negatives)")
+        export = gr.Button("Export (TRL JSONL)", variant="primary", elem_id="export-preferences")
     export_note = gr.Markdown(elem_id="export-note")
+    with gr.Row():
+        # A DownloadButton downloads the file it holds when clicked, before any handler runs, so the files are
+        # written by Export first and the buttons appear holding them.
+        downloads = [
+            gr.DownloadButton("Download preference pairs", visible=False, elem_id="download-preferences"),
+            gr.DownloadButton("Download both-bad answers (unpaired negatives)", visible=False),
+        ]
     with gr.Row():
         upload = gr.File(
             label="Import preferences: prompt/chosen/rejected, chosen/rejected transcripts, "
@@ -47,45 +85,41 @@ def build_arena(ctx: AppContext, tab: gr.Tab) -> None:
             file_types=[".jsonl", ".json", ".csv", ".parquet"],
         )
         with gr.Column():
-            preview_text = gr.Markdown()
+            preview = gr.Markdown()
             do_import = gr.Button("Import", interactive=False)
 
-    views = [summary, board, chart, rates, quality, raters, exclude]
-    files = [export_note, export, negatives]  # download buttons hold the current files, ready to click
-    gr.on([refresh.click, tab.select], partial(show_arena, ctx), outputs=views).then(
-        partial(prepare_exports, ctx), exclude, files
+    view = ArenaView(summary, board, chart, rates, quality, raters, exclude, export_note, downloads, preview, do_import)
+    gr.on([refresh.click, tab.select], partial(show_arena, ctx, view), outputs=view.report).then(
+        partial(describe_export, ctx, view), exclude, view.export
     )
-    exclude.input(partial(prepare_exports, ctx), exclude, files)
-    upload.change(preview_file, upload, [preview_text, do_import])
-    do_import.click(partial(import_file, ctx), upload, [preview_text, do_import]).then(
-        partial(show_arena, ctx), outputs=views
+    exclude.input(partial(describe_export, ctx, view), exclude, view.export)
+
+    def export_for_session(excluded: list[str] | None, request: gr.Request) -> dict:
+        return export_files(ctx, view, excluded, request)  # not a partial: Gradio finds gr.Request by annotation
+
+    export.click(export_for_session, exclude, view.export)
+    upload.change(partial(preview_file, view), upload, [preview, do_import])
+    do_import.click(partial(import_file, ctx, view), upload, [preview, do_import]).then(
+        partial(show_arena, ctx, view), outputs=view.report
     )
 
 
-def show_arena(ctx: AppContext):
-    comparisons = ctx.store.list_comparisons()
-    frame = votes.battles(comparisons)
-    board = votes.leaderboard(frame)
-    stats = votes.agreement(comparisons)
-    bias = votes.position_bias(comparisons)
-    report = votes.annotator_report(comparisons)
-    counts = pd.Series([c.verdict for c in comparisons]).value_counts().to_dict()
-    pairs = len(preference_rows(comparisons))
-    summary = (
-        f"**{len(comparisons)} votes** ({', '.join(f'{n} {v}' for v, n in counts.items()) or 'none yet'}) "
-        f"→ **{pairs} preference pairs**; {len(frame)} battles between different models."
-    )
-    quality = _quality_text(stats, bias)
-    flagged = report.loc[report["flagged"], "annotator"].tolist()
-    return (
-        summary,
-        board,
-        _chart(board),
-        votes.win_rates(frame) if len(frame) else None,
-        quality,
-        report,
-        gr.update(choices=report["annotator"].tolist(), value=flagged),
-    )
+def show_arena(ctx: AppContext, view: ArenaView) -> dict:
+    """The leaderboard, win rates and rater quality; refitted only when the votes changed."""
+    report = arena_report(ctx.store)
+    verdicts = ", ".join(f"{n} {v}" for v, n in report.verdicts.items()) or "none yet"
+    return {
+        view.summary: (
+            f"**{report.votes} votes** ({verdicts}) → **{report.pairs} preference pairs**; "
+            f"{len(report.battles)} battles between different models."
+        ),
+        view.board: report.leaderboard,
+        view.chart: _chart(report.leaderboard),
+        view.rates: report.win_rates,
+        view.quality: _quality_text(report.agreement, report.position_bias),
+        view.raters: report.annotators,
+        view.exclude: gr.update(choices=report.annotators["annotator"].tolist(), value=report.flagged),
+    }
 
 
 def _quality_text(stats: dict, bias: dict) -> str:
@@ -134,38 +168,59 @@ def _chart(board: pd.DataFrame) -> go.Figure | None:
     return fig
 
 
-def prepare_exports(ctx: AppContext, excluded: list[str]):
-    """Write both export files (without the excluded annotators) so the download buttons serve them."""
-    excluded = tuple(excluded or ())
+def _export_note(ctx: AppContext, excluded: tuple[str, ...]) -> str:
     kept = ctx.store.list_comparisons(excluded)
-    folder = ctx.exports
-    files = []
-    for negatives, name in ((False, "preferences.jsonl"), (True, "negatives.jsonl")):
+    left_out = f" (leaving out {', '.join(excluded)})" if excluded else ""
+    return f"The export holds {len(preference_rows(kept))} preference pairs from {len(kept)} votes{left_out}."
+
+
+def describe_export(ctx: AppContext, view: ArenaView, excluded: list[str] | None) -> dict:
+    """What an export would hold now; writes nothing, and hides downloads that no longer match."""
+    note = _export_note(ctx, tuple(excluded or ()))
+    return {view.export_note: note, **{button: gr.update(value=None, visible=False) for button in view.downloads}}
+
+
+def session_folder(ctx: AppContext, request: gr.Request | None) -> Path:
+    """This browser session's own export folder, so two people exporting at once never get each other's files."""
+    session = getattr(request, "session_hash", None) or ""
+    if _SESSION.fullmatch(session):
+        folder = ctx.exports / session
+        folder.mkdir(mode=0o700, exist_ok=True)
+        return folder
+    return Path(tempfile.mkdtemp(dir=ctx.exports))  # no usable session id: a folder of its own
+
+
+def export_files(ctx: AppContext, view: ArenaView, excluded: list[str] | None, request: gr.Request) -> dict:
+    """Write both export files (without the excluded annotators) into this session's folder and offer them."""
+    excluded = tuple(excluded or ())
+    folder = session_folder(ctx, request)
+    updates = {view.export_note: _export_note(ctx, excluded)}
+    for button, (name, negatives) in zip(view.downloads, EXPORTS, strict=True):
         try:
             export_preferences(ctx.store, folder / name, excluded, negatives=negatives)
-            files.append(gr.update(value=str(folder / name), interactive=True))
-        except DataFileError:
-            files.append(gr.update(value=None, interactive=False))
-    left_out = f" (leaving out {', '.join(excluded)})" if excluded else ""
-    note = f"The export holds {len(preference_rows(kept))} preference pairs from {len(kept)} votes{left_out}."
-    return note, *files
+            updates[button] = gr.update(value=str(folder / name), visible=True)
+        except DataFileError:  # nothing of this kind to export: no button for it
+            updates[button] = gr.update(value=None, visible=False)
+    return updates
 
 
-def preview_file(path: str | None):
+def preview_file(view: ArenaView, path: str | None) -> dict:
+    """Check an uploaded preference file and say what importing it would add; writes nothing."""
     if not path:
-        return "", gr.update(interactive=False)
+        return {view.preview: "", view.do_import: gr.update(interactive=False)}
     try:
         result = preview_preferences(path)
     except DataFileError as err:
-        return f"**Cannot import:** {err}", gr.update(interactive=False)
-    return f"**Preview:** {result.summary()}", gr.update(interactive=True)
+        return {view.preview: f"**Cannot import:** {err}", view.do_import: gr.update(interactive=False)}
+    return {view.preview: f"**Preview:** {result.summary()}", view.do_import: gr.update(interactive=True)}
 
 
-def import_file(ctx: AppContext, path: str | None):
+def import_file(ctx: AppContext, view: ArenaView, path: str | None) -> dict:
+    """Import every row of the uploaded file, or none of them."""
     if not path:
         raise gr.Error("Choose a file first.")
     try:
         result = import_preferences(ctx.store, path)
     except DataFileError as err:
         raise gr.Error(str(err)) from err
-    return result.summary(), gr.update(interactive=False)
+    return {view.preview: result.summary(), view.do_import: gr.update(interactive=False)}
