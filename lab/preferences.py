@@ -18,10 +18,15 @@ from lab.data import DataFileError, read_records, write_jsonl
 from lab.store import Comparison, Store
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from lab.generate import GenerationSettings
     from lab.models import ModelManager
+    from lab.presets import ScenarioPreset
 
 PREFERENCE_FORMATS = ("preference", "implicit-prompt", "scored")
+TYPED_QUEUE = "(type your own below)"  # no queue: the voter types each prompt
+POOL_QUEUE = "workspace prompt pool"  # every prompt in the workspace; any other queue name is a scenario
 
 
 def ranked_pairs(ranks: list[int]) -> list[tuple[int, int]]:
@@ -269,3 +274,55 @@ def queue_progress(store: Store, questions: list[str], annotator: str, source: s
     done = {c.prompt[-1]["content"] for c in store.list_comparisons(source=source) if c.annotator == annotator}
     remaining = [q for q in questions if q not in done]
     return len(questions) - len(remaining), (remaining[0] if remaining else None)
+
+
+def queue_source(queue: str) -> str:
+    """The `source` a vote on a queued question records, so progress is counted per queue."""
+    return f"queue:{queue}"
+
+
+def queue_questions(store: Store, scenarios: Mapping[str, ScenarioPreset], queue: str) -> list[str]:
+    """The questions a ranking queue holds, in order: a scenario's question set, the workspace's prompts, or none."""
+    from lab.presets import load_question_set
+
+    if queue == TYPED_QUEUE:
+        return []
+    if queue == POOL_QUEUE:
+        return [p.text for p in store.list_prompts()]
+    return [p.text for p in load_question_set(scenarios[queue].questions)]
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    """Where one annotator stands in one queue."""
+
+    queue: str
+    annotator: str
+    done: int
+    total: int
+    upcoming: str | None  # the next question not yet voted on or skipped; None when the queue is done or empty
+
+    @property
+    def text(self) -> str:
+        """One Markdown line for the screen; empty for a queue without questions."""
+        if not self.total:
+            return ""
+        return f"**{self.done} of {self.total} done** in '{self.queue}' by {self.annotator}"
+
+
+def queue_status(store: Store, scenarios: Mapping[str, ScenarioPreset], queue: str, annotator: str) -> QueueStatus:
+    """How far `annotator` is through `queue`, and the question that comes next."""
+    questions = queue_questions(store, scenarios, queue)
+    if not questions:
+        return QueueStatus(queue, annotator, 0, 0, None)
+    done, upcoming = queue_progress(store, questions, annotator, source=queue_source(queue))
+    return QueueStatus(queue, annotator, done, len(questions), upcoming)
+
+
+def next_question(status: QueueStatus, typed: str, use_queue: bool) -> tuple[str, str]:
+    """The question to answer next and the source its vote records: the queue's next one, or the typed prompt."""
+    if not use_queue or status.queue == TYPED_QUEUE:
+        return (typed or "").strip(), "typed"
+    if status.upcoming is None:
+        raise ValueError(f"You have voted on every prompt in '{status.queue}': pick another queue or type a prompt.")
+    return status.upcoming, queue_source(status.queue)

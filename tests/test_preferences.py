@@ -1,5 +1,6 @@
 """Votes in the workspace, their export as TRL preference pairs, preference imports, and vote quality."""
 
+import dataclasses
 import json
 import threading
 
@@ -271,3 +272,48 @@ def test_a_pair_vote_on_three_answers_asks_for_a_ranking():
 
     with pytest.raises(ValueError, match="give each a rank"):
         vote_ranks("A", [0, 1, 2])
+
+
+# ranking queues
+
+
+def test_a_queue_holds_its_scenarios_questions_the_workspace_prompts_or_none(store):
+    from lab.preferences import POOL_QUEUE, TYPED_QUEUE, queue_questions
+    from lab.presets import scenario_presets
+    from lab.store import Prompt
+
+    scenarios = scenario_presets()
+    name = next(iter(scenarios))
+    assert queue_questions(store, scenarios, TYPED_QUEUE) == []
+    assert queue_questions(store, scenarios, POOL_QUEUE) == []
+    store.add_prompts([Prompt("Is the sky green?", "open QA", [], "typed")])
+    assert queue_questions(store, scenarios, POOL_QUEUE) == ["Is the sky green?"]
+    assert len(queue_questions(store, scenarios, name)) > 2
+
+
+def test_queue_status_counts_this_annotators_votes_and_names_the_next_question(store):
+    from lab.preferences import POOL_QUEUE, TYPED_QUEUE, next_question, queue_source, queue_status
+    from lab.store import Prompt
+
+    store.add_prompts([Prompt(q, "open QA", [], "typed") for q in ("One?", "Two?")])
+    status = queue_status(store, {}, POOL_QUEUE, "ann")
+    assert (status.done, status.total, status.upcoming) == (0, 2, "One?")
+    assert status.text == f"**0 of 2 done** in '{POOL_QUEUE}' by ann"
+    assert next_question(status, "typed text", use_queue=True) == ("One?", queue_source(POOL_QUEUE))
+    assert next_question(status, " typed text ", use_queue=False) == ("typed text", "typed")
+
+    def on(question: str, annotator: str, source: str = queue_source(POOL_QUEUE)) -> Comparison:
+        asked = vote(["a", "b"], [1, 2], annotator=annotator, prompt=[{"role": "user", "content": question}])
+        return dataclasses.replace(asked, source=source)
+
+    store.add_comparisons([on("One?", "ann"), on("Two?", "bea"), on("Two?", "ann", source="typed")])
+    status = queue_status(store, {}, POOL_QUEUE, "ann")
+    assert (status.done, status.upcoming) == (1, "Two?")  # bea's vote, and a typed one, count for nobody else
+
+    store.add_comparison(on("Two?", "ann"))
+    done = queue_status(store, {}, POOL_QUEUE, "ann")
+    assert (done.done, done.upcoming) == (2, None)
+    with pytest.raises(ValueError, match="every prompt"):
+        next_question(done, "", use_queue=True)
+    typed = queue_status(store, {}, TYPED_QUEUE, "ann")
+    assert typed.text == "" and next_question(typed, "Mine?", use_queue=True) == ("Mine?", "typed")

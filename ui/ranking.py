@@ -6,15 +6,24 @@ U = undo the last vote, N = next prompt.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 
 import gradio as gr
 
-from lab import jobs
+from lab.adapters import attach_adapter
 from lab.generate import GenerationSettings
 from lab.models import BASE_VIEW, ModelError
-from lab.preferences import Side, make_candidates, queue_progress, shuffled_order, vote_ranks
-from lab.presets import load_question_set
+from lab.preferences import (
+    POOL_QUEUE,
+    TYPED_QUEUE,
+    Side,
+    make_candidates,
+    next_question,
+    queue_status,
+    shuffled_order,
+    vote_ranks,
+)
 from lab.store import Comparison
 from ui.chat import list_views
 from ui.context import AppContext
@@ -22,8 +31,8 @@ from ui.context import AppContext
 LETTERS = "ABCD"
 ONE_MODEL = "one model, different samples"
 TWO_SIDES = "two model references"
-TYPED = "(type your own below)"
-POOL = "workspace prompt pool"
+TYPED = TYPED_QUEUE
+POOL = POOL_QUEUE
 
 SHORTCUTS = """
 () => {
@@ -38,6 +47,27 @@ SHORTCUTS = """
   });
 }
 """
+
+
+@dataclass
+class Screen:
+    """The components the vote handlers update; they return {component: value}, never long positional tuples."""
+
+    task: gr.State  # the comparison on screen: prompt, candidates, shown order, queue source
+    typed: gr.Textbox
+    progress: gr.Markdown
+    outcome: gr.Markdown
+    reason: gr.Textbox
+    panes: list[gr.Markdown]
+    ranking_row: gr.Row
+    rank_boxes: list[gr.Dropdown]
+    pair_votes: list[gr.Button]  # "A is better" and "B is better": only for two answers
+
+    @property
+    def task_view(self) -> list:
+        """What showing a new task updates (the outputs of Next and Generate)."""
+        parts = [self.task, self.typed, self.progress, self.outcome, self.ranking_row]
+        return [*parts, *self.panes, *self.rank_boxes, *self.pair_votes]
 
 
 def build_ranking(ctx: AppContext, app: gr.Blocks) -> None:
@@ -111,7 +141,7 @@ def build_ranking(ctx: AppContext, app: gr.Blocks) -> None:
             guidelines = gr.Markdown(guidelines_text(ctx, scenario_names[0]), elem_id="guidelines")
 
     setup = [annotator, queue, typed, mode, k, temperature, view_a, system_a, view_b, system_b]
-    shown = [task, typed, progress, outcome, *panes, ranking_row, *rank_boxes, vote_a, vote_b]
+    screen = Screen(task, typed, progress, outcome, reason, panes, ranking_row, rank_boxes, [vote_a, vote_b])
     app.load(lambda name: name, annotator_memory, annotator, js=SHORTCUTS)
     annotator.change(lambda name: name, annotator, annotator_memory)
     scenario.change(partial(guidelines_text, ctx), scenario, guidelines)
@@ -122,21 +152,16 @@ def build_ranking(ctx: AppContext, app: gr.Blocks) -> None:
     )
     for dropdown in (view_a, view_b):
         dropdown.focus(lambda: gr.update(choices=list_views(ctx)), outputs=dropdown)
-    next_button.click(partial(next_task, ctx, use_queue=True), setup, shown)
-    generate_button.click(partial(next_task, ctx, use_queue=False), setup, shown)
-    cast = partial(cast_vote, ctx)
-    for button, choice in ((vote_a, "A"), (vote_b, "B"), (tie, "tie"), (both_bad, "both-bad"), (skip, "skipped")):
+    next_button.click(partial(next_task, ctx, screen, use_queue=True), setup, screen.task_view)
+    generate_button.click(partial(next_task, ctx, screen, use_queue=False), setup, screen.task_view)
+    votes = ((vote_a, "A"), (vote_b, "B"), (tie, "tie"), (both_bad, "both-bad"), (skip, "skipped"))
+    for button, choice in (*votes, (submit_ranking, "ranking")):
         button.click(
-            partial(cast, choice=choice),
+            partial(cast_vote, ctx, screen, choice=choice),
             [task, annotator, reason, queue, *rank_boxes],
             [task, outcome, progress, reason],
         )
-    submit_ranking.click(
-        partial(cast, choice="ranking"),
-        [task, annotator, reason, queue, *rank_boxes],
-        [task, outcome, progress, reason],
-    )
-    undo.click(partial(undo_vote, ctx), [annotator, queue], [outcome, progress])
+    undo.click(partial(undo_vote, ctx, screen), [annotator, queue], [outcome, progress])
 
 
 def guidelines_text(ctx: AppContext, scenario: str) -> str:
@@ -144,28 +169,15 @@ def guidelines_text(ctx: AppContext, scenario: str) -> str:
     return f"### Guidelines: {preset.name}\n\n{preset.description}\n\n{preset.guidelines}"
 
 
-def _questions(ctx: AppContext, queue: str) -> list[str]:
-    if queue == TYPED:
-        return []
-    if queue == POOL:
-        return [p.text for p in ctx.store.list_prompts()]
-    return [p.text for p in load_question_set(ctx.scenarios[queue].questions)]
-
-
 def show_progress(ctx: AppContext, annotator: str, queue: str) -> str:
-    return _progress_text(ctx, (annotator or "").strip(), queue)[0] if (annotator or "").strip() else ""
-
-
-def _progress_text(ctx: AppContext, annotator: str, queue: str) -> tuple[str, str | None]:
-    questions = _questions(ctx, queue)
-    if not questions:
-        return "", None
-    done, upcoming = queue_progress(ctx.store, questions, annotator, source=f"queue:{queue}")
-    return f"**{done} of {len(questions)} done** in '{queue}' by {annotator}", upcoming
+    """The annotator's progress through the queue, once they have typed their name."""
+    annotator = (annotator or "").strip()
+    return queue_status(ctx.store, ctx.scenarios, queue, annotator).text if annotator else ""
 
 
 def next_task(
     ctx: AppContext,
+    screen: Screen,
     annotator: str,
     queue: str,
     typed: str,
@@ -177,54 +189,59 @@ def next_task(
     view_b: str,
     system_b: str,
     use_queue: bool,
-):
+) -> dict:
     """Generate the candidates for the next queued prompt (or the typed one) and show them shuffled."""
     annotator = (annotator or "").strip()
     if not annotator:
         raise gr.Error("Type your name first: votes are counted per person.")
-    progress, upcoming = _progress_text(ctx, annotator, queue)
-    question = upcoming if use_queue and queue != TYPED else (typed or "").strip()
-    if use_queue and queue != TYPED and upcoming is None:
-        raise gr.Error(f"You have voted on every prompt in '{queue}': pick another queue or type a prompt.")
+    status = queue_status(ctx.store, ctx.scenarios, queue, annotator)
+    try:
+        question, source = next_question(status, typed, use_queue)
+    except ValueError as err:
+        raise gr.Error(str(err)) from err
     sides = [Side(view_a, system_a or ""), Side(view_b, system_b or "")] if mode == TWO_SIDES else [Side(BASE_VIEW)]
     count = 2 if mode == TWO_SIDES else int(k)
     ctx.wait_for_model()
     try:
         for side in sides:
-            jobs.attach_adapter(ctx.store, ctx.models, side.view)
+            attach_adapter(ctx.store, ctx.models, side.view)
         settings = GenerationSettings(temperature=float(temperature), top_p=0.95, max_new_tokens=128)
         candidates = make_candidates(ctx.models, question, sides, count, settings)
     except (ModelError, ValueError) as err:
         raise gr.Error(str(err)) from err
     order = shuffled_order(count)
-    source = f"queue:{queue}" if use_queue and queue != TYPED and question == upcoming else "typed"
     state = {
         "prompt": [{"role": "user", "content": question}],
         "candidates": candidates,
         "shown": order,
         "source": source,
     }
-    panes = [gr.update(value=f"**{LETTERS[p]}**\n\n{candidates[c]['text']}", visible=True) for p, c in enumerate(order)]
-    panes += [gr.update(value="", visible=False)] * (len(LETTERS) - count)
-    boxes = [
-        gr.update(visible=n < count, choices=list(range(1, count + 1)), value=n + 1 if n < count else None)
-        for n in range(len(LETTERS))
-    ]
-    pair = gr.update(visible=count == 2)  # with more answers, rank them instead
-    return (
-        state,
-        question,
-        progress,
-        "Which answer is better?",
-        *panes,
-        gr.update(visible=count > 2),
-        *boxes,
-        pair,
-        pair,
-    )
+    shown = {
+        screen.panes[p]: gr.update(value=f"**{LETTERS[p]}**\n\n{candidates[c]['text']}", visible=True)
+        for p, c in enumerate(order)
+    }
+    hidden = {pane: gr.update(value="", visible=False) for pane in screen.panes[count:]}
+    boxes = {
+        box: gr.update(visible=n < count, choices=list(range(1, count + 1)), value=n + 1 if n < count else None)
+        for n, box in enumerate(screen.rank_boxes)
+    }
+    pair = {button: gr.update(visible=count == 2) for button in screen.pair_votes}  # more answers: rank them
+    return {
+        screen.task: state,
+        screen.typed: question,
+        screen.progress: status.text,
+        screen.outcome: "Which answer is better?",
+        screen.ranking_row: gr.update(visible=count > 2),
+        **shown,
+        **hidden,
+        **boxes,
+        **pair,
+    }
 
 
-def cast_vote(ctx: AppContext, task: dict | None, annotator: str, reason: str, queue: str, *positions, choice: str):
+def cast_vote(
+    ctx: AppContext, screen: Screen, task: dict | None, annotator: str, reason: str, queue: str, *positions, choice: str
+) -> dict:
     """Store the vote (it is in the database before the screen moves on), then reveal the models."""
     if not task:
         raise gr.Error("Press Next prompt first.")
@@ -248,13 +265,20 @@ def cast_vote(ctx: AppContext, task: dict | None, annotator: str, reason: str, q
         raise gr.Error(str(err)) from err
     reveal = ", ".join(f"{LETTERS[p]} was **{task['candidates'][c]['model']}**" for p, c in enumerate(task["shown"]))
     said = {"skipped": "Skipped", "both-bad": "Saved: both bad", "tie": "Saved: tie"}.get(verdict, "Saved")
-    progress, _ = _progress_text(ctx, comparison.annotator, queue)
-    return None, f"{said} (vote #{comparison.id}). {reveal}. Press **N** for the next prompt.", progress, ""
+    return {
+        screen.task: None,
+        screen.outcome: f"{said} (vote #{comparison.id}). {reveal}. Press **N** for the next prompt.",
+        screen.progress: queue_status(ctx.store, ctx.scenarios, queue, comparison.annotator).text,
+        screen.reason: "",
+    }
 
 
-def undo_vote(ctx: AppContext, annotator: str, queue: str):
+def undo_vote(ctx: AppContext, screen: Screen, annotator: str, queue: str) -> dict:
+    """Withdraw this annotator's latest vote (kept in the database, marked withdrawn)."""
     withdrawn = ctx.store.undo_last_comparison((annotator or "").strip())
     if withdrawn is None:
         raise gr.Error("You have no vote to undo.")
-    progress, _ = _progress_text(ctx, withdrawn.annotator, queue)
-    return f"Withdrew vote #{withdrawn.id} on “{withdrawn.prompt[-1]['content'][:60]}”.", progress
+    return {
+        screen.outcome: f"Withdrew vote #{withdrawn.id} on “{withdrawn.prompt[-1]['content'][:60]}”.",
+        screen.progress: queue_status(ctx.store, ctx.scenarios, queue, withdrawn.annotator).text,
+    }
