@@ -2,6 +2,8 @@
 
 Each finished cell is written to the workspace at once, so stopping a run (or a
 crash) keeps every answer already produced, and rerunning fills only the gaps.
+Each cell records which model answered it (base and view), so running the same
+experiment with another model or adapter adds a column beside the first.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import mean
 
 import pandas as pd
 
@@ -19,6 +22,8 @@ from lab.presets import ExperimentPreset, Variant, load_question_set
 from lab.store import Experiment, Result, Store
 
 RATING_MARK = {1: "· good", -1: "· bad", None: ""}
+SUMMARY_COLUMNS = ["variant", "model", "answered", "good", "bad", "mean_seconds", "mean_tokens"]
+UNRECORDED = "model not recorded"  # cells answered before the lab recorded the model of each cell
 
 
 def new_experiment(
@@ -43,6 +48,7 @@ def new_experiment(
 
 
 def from_preset(preset: ExperimentPreset) -> Experiment:
+    """A starter experiment from presets/, validated like a typed one."""
     return new_experiment(
         preset.name,
         [v.model_dump() for v in preset.variants],
@@ -52,25 +58,62 @@ def from_preset(preset: ExperimentPreset) -> Experiment:
     )
 
 
+def save_experiment(store: Store, exp: Experiment, experiment_id: int | None) -> tuple[int, str]:
+    """Save the editor's experiment over the one it was opened from (experiment_id), if any; returns (id, message).
+
+    Changed prompts or settings make a new experiment, so the old results keep their meaning; an
+    experiment identical to one already saved reopens that one instead of saving a copy.
+    """
+    note, target = "", None
+    if experiment_id is not None:
+        target = store.get_experiment(experiment_id)
+        exp.description = target.description
+        if (target.variants, target.questions, target.settings) != (exp.variants, exp.questions, exp.settings):
+            target, note = None, " as a new experiment, since the prompts or settings changed"
+    if target is None:
+        same = (exp.name, exp.variants, exp.questions, exp.settings)
+        target = next(
+            (e for e in store.list_experiments() if (e.name, e.variants, e.questions, e.settings) == same), None
+        )
+        if target is not None:
+            note = " (the same experiment was already saved; it is reopened)"
+    if target is not None:
+        exp.id, exp.description, exp.model = target.id, exp.description or target.description, target.model
+    eid = store.save_experiment(exp)
+    return eid, f"Saved experiment #{eid}{note}."
+
+
 @dataclass
 class Progress:
+    """How far a run has come, and the cell it just answered."""
+
     done: int
     total: int
     variant: str
     question: str
 
 
+def model_reference(models: ModelManager, view: str) -> str:
+    """A short name for what answers: the loaded base (a local folder by its name) and the view (base or adapter)."""
+    base = models.require().base
+    if base.startswith((".", "/", "~")) or Path(base).expanduser().exists():
+        base = Path(base).expanduser().name
+    return f"{base} · {view}"
+
+
 def run_experiment(
     store: Store, models: ModelManager, experiment_id: int, *, view: str = BASE_VIEW, only_missing: bool = True
 ) -> Iterator[Progress]:
-    """Generate every cell (or only those without a response) and store each as it finishes.
+    """Generate every cell (or only those this model and view have not answered) and store each as it finishes.
 
     Yields after each cell, so a caller can show progress or stop by closing the
     iterator. The model is held one cell at a time, so a chat can interleave.
     """
     exp = store.get_experiment(experiment_id)
     settings = GenerationSettings(**exp.settings)
-    have = {(r.variant, r.question) for r in store.list_results(experiment_id)} if only_missing else set()
+    reference = model_reference(models, view)
+    results = store.list_results(experiment_id) if only_missing else []
+    have = {(r.variant, r.question) for r in results if r.model == reference}
     cells = [(v, q) for q in range(len(exp.questions)) for v in range(len(exp.variants)) if (v, q) not in have]
     exp.model = f"{models.require().describe()} · view: {view}"
     store.save_experiment(exp)
@@ -78,8 +121,31 @@ def run_experiment(
         variant = Variant.model_validate(exp.variants[v])
         with models.use(view) as lm:
             out = generate(lm, variant.messages(exp.questions[q]), settings)
-        store.save_result(Result(experiment_id, v, q, out.text, out.prompt_tokens, out.new_tokens, out.seconds))
+        result = Result(experiment_id, v, q, out.text, out.prompt_tokens, out.new_tokens, out.seconds, model=reference)
+        store.save_result(result)
         yield Progress(done, len(cells), variant.name, exp.questions[q])
+
+
+def answering_models(results: list[Result]) -> list[str]:
+    """The model references in the results, in the order they first answered."""
+    return list(dict.fromkeys(r.model for r in results))
+
+
+def grid_columns(exp: Experiment, results: list[Result]) -> list[tuple[int, str, str]]:
+    """The response columns of the grid as (variant, model, label).
+
+    With one model the labels are the variant names; with several, one column per variant and model,
+    labelled "variant · model".
+    """
+    models = answering_models(results)
+    if len(models) <= 1:
+        model = models[0] if models else ""
+        return [(v, model, variant["name"]) for v, variant in enumerate(exp.variants)]
+    return [
+        (v, model, f"{variant['name']} · {model or UNRECORDED}")
+        for v, variant in enumerate(exp.variants)
+        for model in models
+    ]
 
 
 def results_table(exp: Experiment, results: list[Result]) -> pd.DataFrame:
@@ -95,6 +161,7 @@ def results_table(exp: Experiment, results: list[Result]) -> pd.DataFrame:
             "new_tokens": r.new_tokens,
             "seconds": round(r.seconds, 3),
             "rating": r.rating,
+            "model": r.model,
         }
         for r in results
     ]
@@ -108,48 +175,44 @@ def results_table(exp: Experiment, results: list[Result]) -> pd.DataFrame:
         "new_tokens",
         "seconds",
         "rating",
+        "model",
     ]
     return pd.DataFrame(rows, columns=columns)
 
 
 def results_grid(exp: Experiment, results: list[Result]) -> pd.DataFrame:
-    """Questions down, variants across; each cell is the response with its time, tokens and rating."""
-    names = [v["name"] for v in exp.variants]
-    grid = pd.DataFrame("", index=range(len(exp.questions)), columns=names)
+    """Questions down, one column per variant (and model); each cell is the response with its time, tokens, rating."""
+    columns = grid_columns(exp, results)
+    grid = pd.DataFrame("", index=range(len(exp.questions)), columns=[label for _, _, label in columns])
+    where = {(v, model): number for number, (v, model, _) in enumerate(columns)}
     for r in results:
         meta = f"{r.seconds:.1f} s · {r.new_tokens} tok {RATING_MARK[r.rating]}".rstrip()
-        grid.iat[r.question, r.variant] = f"{r.response}\n\n[{meta}]"
+        grid.iat[r.question, where[r.variant, r.model]] = f"{r.response}\n\n[{meta}]"
     grid.insert(0, "question", exp.questions)
     return grid
 
 
 def variant_summary(exp: Experiment, results: list[Result]) -> pd.DataFrame:
-    """Per variant: cells answered, good and bad marks, mean time and length, so the winner shows at a glance."""
-    table = results_table(exp, results)
-    names = [v["name"] for v in exp.variants]
-    if table.empty:
-        return pd.DataFrame(
-            {"variant": names, "answered": 0, "good": 0, "bad": 0, "mean_seconds": 0.0, "mean_tokens": 0.0}
-        )
-    grouped = table.groupby("variant", sort=False)
-    summary = (
-        pd.DataFrame(
+    """Per variant and model: cells answered, good and bad marks, mean time and length, so the winner shows."""
+    rows = []
+    for v, model, _ in grid_columns(exp, results):
+        cells = [r for r in results if (r.variant, r.model) == (v, model)]
+        rows.append(
             {
-                "answered": grouped.size(),
-                "good": grouped["rating"].apply(lambda s: int((s == 1).sum())),
-                "bad": grouped["rating"].apply(lambda s: int((s == -1).sum())),
-                "mean_seconds": grouped["seconds"].mean().round(2),
-                "mean_tokens": grouped["new_tokens"].mean().round(1),
+                "variant": exp.variants[v]["name"],
+                "model": model,
+                "answered": len(cells),
+                "good": sum(r.rating == 1 for r in cells),
+                "bad": sum(r.rating == -1 for r in cells),
+                "mean_seconds": round(mean(r.seconds for r in cells), 2) if cells else 0.0,
+                "mean_tokens": round(mean(r.new_tokens for r in cells), 1) if cells else 0.0,
             }
         )
-        .reindex(names)
-        .fillna(0)
-    )
-    summary[["answered", "good", "bad"]] = summary[["answered", "good", "bad"]].astype(int)
-    return summary.rename_axis("variant").reset_index()
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
 def export_csv(store: Store, experiment_id: int, path: str | Path) -> Path:
+    """Write the experiment's cells (results_table) as CSV at path; returns it."""
     exp = store.get_experiment(experiment_id)
     path = Path(path)
     partial = path.with_name(f".{path.name}.partial")

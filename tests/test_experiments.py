@@ -1,12 +1,14 @@
 """Prompt experiments on the tiny model: run, stop, rate, summarize, export."""
 
+import shutil
+
 import pandas as pd
 import pytest
 
 from lab import experiments
 from lab.models import ModelManager
 from lab.presets import experiment_presets
-from lab.store import Store
+from lab.store import Result, Store
 
 VARIANTS = [
     {"name": "plain", "system": "", "template": "{question}"},
@@ -59,9 +61,10 @@ def test_stopping_keeps_finished_cells_and_a_rerun_fills_only_the_gaps(store, ma
 def test_ratings_show_which_variant_wins(store, manager):
     eid = saved(store)
     list(experiments.run_experiment(store, manager, eid))
+    model = experiments.model_reference(manager, "base")
     for q in range(3):
-        store.rate_result(eid, 1, q, 1)
-    store.rate_result(eid, 0, 0, -1)
+        store.rate_result(eid, 1, q, 1, model=model)
+    store.rate_result(eid, 0, 0, -1, model=model)
     summary = experiments.variant_summary(store.get_experiment(eid), store.list_results(eid)).set_index("variant")
     assert summary.loc["careful", "good"] == 3 and summary.loc["plain", "bad"] == 1
     assert summary.loc["plain", "answered"] == 3
@@ -70,10 +73,19 @@ def test_ratings_show_which_variant_wins(store, manager):
 def test_csv_export_has_one_row_per_cell(store, manager, tmp_path):
     eid = saved(store)
     list(experiments.run_experiment(store, manager, eid))
-    store.rate_result(eid, 0, 2, 1)
+    store.rate_result(eid, 0, 2, 1, model=experiments.model_reference(manager, "base"))
     table = pd.read_csv(experiments.export_csv(store, eid, tmp_path / "out.csv"))
     assert len(table) == 6
-    assert set(table.columns) >= {"question", "variant", "system", "response", "new_tokens", "seconds", "rating"}
+    assert set(table.columns) >= {
+        "question",
+        "variant",
+        "system",
+        "response",
+        "new_tokens",
+        "seconds",
+        "rating",
+        "model",
+    }
     assert table.loc[(table.variant == "plain") & (table.question == "Who wrote Hamlet?"), "rating"].item() == 1
 
 
@@ -104,3 +116,71 @@ def test_prompt_pool_is_seeded_once(store):
     first = experiments.seed_prompt_pool(store, ["starter", "misconceptions"])
     assert first == len(store.list_prompts()) > 0
     assert experiments.seed_prompt_pool(store, ["starter", "misconceptions"]) == 0
+
+
+def test_each_cell_records_the_model_that_answered(store, manager, tiny_model_dir):
+    eid = saved(store)
+    list(experiments.run_experiment(store, manager, eid))
+    assert experiments.model_reference(manager, "base") == f"{tiny_model_dir.name} · base"
+    assert {r.model for r in store.list_results(eid)} == {f"{tiny_model_dir.name} · base"}
+
+
+def test_another_model_adds_its_own_cells_beside_the_first(store, manager, tiny_model_dir, tmp_path):
+    eid = saved(store, questions=("Why is the sky blue?", "Who wrote Hamlet?"))
+    list(experiments.run_experiment(store, manager, eid))
+    first = {(r.variant, r.question): r.response for r in store.list_results(eid)}
+    other = ModelManager()
+    other.load(str(shutil.copytree(tiny_model_dir, tmp_path / "other-model")), "fp32", "cpu")
+    steps = list(experiments.run_experiment(store, other, eid))
+    assert steps[-1].total == 4  # "only missing" means missing for this model
+    results = store.list_results(eid)
+    assert len(results) == 8
+    assert {(r.variant, r.question): r.response for r in results if r.model != "other-model · base"} == first
+    store.rate_result(eid, 1, 0, 1, model="other-model · base")
+    assert [r.model for r in results if r.rating == 1] == []
+    assert [r.model for r in store.list_results(eid) if r.rating == 1] == ["other-model · base"]
+    assert list(experiments.run_experiment(store, other, eid)) == []  # nothing left for it
+
+
+def cells(models: list[str]) -> list[Result]:
+    return [Result(1, v, q, f"{v}{q}{m}", 5, 3, 0.5, model=m) for m in models for q in range(2) for v in range(2)]
+
+
+def test_one_model_keeps_variant_columns_and_several_get_one_column_each():
+    exp = experiments.new_experiment("demo", VARIANTS, ["q1", "q2"], SETTINGS)
+    one = experiments.results_grid(exp, cells(["a · base"]))
+    assert list(one.columns) == ["question", "plain", "careful"]
+    two = experiments.results_grid(exp, cells(["", "a · base"]))
+    assert list(two.columns) == [
+        "question",
+        "plain · model not recorded",
+        "plain · a · base",
+        "careful · model not recorded",
+        "careful · a · base",
+    ]
+    assert two.loc[1, "careful · a · base"].startswith("11a · base")
+    summary = experiments.variant_summary(exp, cells(["", "a · base"]))
+    assert summary[["variant", "model", "answered"]].values.tolist() == [
+        ["plain", "", 2],
+        ["plain", "a · base", 2],
+        ["careful", "", 2],
+        ["careful", "a · base", 2],
+    ]
+    assert experiments.variant_summary(exp, [])["answered"].tolist() == [0, 0]
+
+
+def test_an_identical_experiment_is_reopened_and_a_changed_one_is_new(store):
+    exp = experiments.new_experiment("demo", VARIANTS, ["q1"], SETTINGS)
+    eid, message = experiments.save_experiment(store, exp, None)
+    assert message == f"Saved experiment #{eid}."
+    again, message = experiments.save_experiment(
+        store, experiments.new_experiment("demo", VARIANTS, ["q1"], SETTINGS), None
+    )
+    assert again == eid and "reopened" in message
+    renamed = experiments.new_experiment("renamed", VARIANTS, ["q1"], SETTINGS)
+    assert experiments.save_experiment(store, renamed, eid)[0] == eid
+    assert store.get_experiment(eid).name == "renamed"
+    changed = experiments.new_experiment("renamed", VARIANTS, ["q1", "q2"], SETTINGS)
+    new_id, message = experiments.save_experiment(store, changed, eid)
+    assert new_id != eid and "new experiment" in message
+    assert store.get_experiment(eid).questions == ["q1"]

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 
 import gradio as gr
 import pandas as pd
 
-from lab import data
+from lab import data, demonstrations
 from lab.distill import TEACHER_SYSTEM, Teacher, distill
 from lab.generate import GenerationSettings, generate
 from lab.models import BASE_VIEW, ModelError
 from lab.presets import demonstration_sets, load_question_set, question_sets
-from lab.store import CATEGORIES, ORIGINS, Demonstration
+from lab.store import CATEGORIES, ORIGINS
 from ui.context import AppContext
+from ui.prompting import DOWNLOAD_JS, session_folder
 
 TABLE_COLUMNS = ["id", "prompt", "response", "category", "origin", "status", "author", "tags"]
 TURN_COLUMNS = ["role", "content"]
@@ -41,9 +43,52 @@ def demonstrations_table(ctx: AppContext, search: str, category: str | None, ori
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
-def build_demonstrations(ctx: AppContext, app: gr.Blocks) -> None:
-    editing = gr.State(None)  # id of the demonstration in the editor, None for a new one
-    draft = gr.State(None)  # the model's draft of the response, kept to record what the person changed
+@dataclass
+class DemonstrationsView:
+    """The components handlers fill, so a handler returns {component: value} instead of a positional tuple."""
+
+    editing: gr.State  # id of the demonstration in the editor, None for a new one
+    draft: gr.State  # the model's draft of the response, kept to record what the person changed
+    system: gr.Textbox
+    earlier: gr.Dataframe
+    prompt: gr.Textbox
+    response: gr.Textbox
+    category: gr.Dropdown
+    tags: gr.Textbox
+    title: gr.Markdown
+    message: gr.Markdown
+    table: gr.Dataframe
+    counts: gr.Markdown
+    download: gr.DownloadButton
+    preview_text: gr.Markdown
+    preview_table: gr.Dataframe
+    do_import: gr.Button
+
+    @property
+    def editor(self) -> list:
+        return [
+            self.editing,
+            self.draft,
+            self.system,
+            self.earlier,
+            self.prompt,
+            self.response,
+            self.category,
+            self.tags,
+            self.title,
+        ]
+
+    @property
+    def listing(self) -> list:
+        return [self.table, self.counts, self.download]
+
+    @property
+    def importing(self) -> list:
+        return [self.preview_text, self.preview_table, self.do_import]
+
+
+def build_demonstrations(ctx: AppContext, app: gr.Blocks) -> DemonstrationsView:
+    """Lay out the tab and wire its events; returns its components."""
     deleted = gr.State([])  # ids of the last deletion, for undo
     author_memory = gr.BrowserState("", storage_key="alignment-lab-author")
 
@@ -128,7 +173,9 @@ def build_demonstrations(ctx: AppContext, app: gr.Blocks) -> None:
             with gr.Column():
                 preview_text = gr.Markdown()
                 do_import = gr.Button("Import", variant="primary", interactive=False)
-                export = gr.DownloadButton("Export accepted as JSONL (TRL format)")
+                export = gr.Button("Export accepted as JSONL (TRL format)", elem_id="export-demonstrations")
+                # Holds the file Export wrote; shown too, in case the browser blocks the automatic download.
+                download = gr.DownloadButton("Download demonstrations.jsonl", visible=False)
         preview_table = gr.Dataframe(interactive=False, wrap=True, visible=False)
         with gr.Row():
             starter = gr.Dropdown(
@@ -139,83 +186,109 @@ def build_demonstrations(ctx: AppContext, app: gr.Blocks) -> None:
             )
             add_starter = gr.Button("Add the starter set")
 
+    view = DemonstrationsView(
+        editing=gr.State(None),
+        draft=gr.State(None),
+        system=system,
+        earlier=earlier,
+        prompt=prompt,
+        response=response,
+        category=category,
+        tags=tags,
+        title=editor_title,
+        message=message,
+        table=table,
+        counts=counts,
+        download=download,
+        preview_text=preview_text,
+        preview_table=preview_table,
+        do_import=do_import,
+    )
     filters = [search, category_filter, origin_filter, status_filter]
-    editor = [editing, draft, system, earlier, prompt, response, category, tags, editor_title]
-    refresh = partial(refresh_table, ctx)
+    refresh = partial(refresh_table, ctx, view)
     for control in filters:
-        control.change(refresh, filters, [table, counts, export])
+        control.change(refresh, filters, view.listing)
 
-    def on_select(frame: pd.DataFrame, evt: gr.SelectData):  # Gradio injects evt by this annotation
-        return open_row(ctx, frame, evt)
+    def on_select(frame: pd.DataFrame, evt: gr.SelectData) -> dict:  # Gradio injects evt by this annotation
+        return open_row(ctx, view, frame, evt)
 
-    table.select(on_select, table, editor)
-    clear.click(blank_editor, outputs=editor)
-    draft_button.click(partial(draft_response, ctx), [system, earlier, prompt], [response, draft])
+    def on_export(request: gr.Request) -> dict:  # and the session's request by this one
+        return export_accepted(ctx, view, request)
+
+    table.select(on_select, table, view.editor)
+    clear.click(partial(blank_editor, view), outputs=view.editor)
+    draft_button.click(partial(draft_response, ctx), [system, earlier, prompt], [response, view.draft])
     save.click(
-        partial(save_demonstration, ctx),
-        [editing, draft, system, earlier, prompt, response, category, tags, author],
-        [message, editing, editor_title],
-    ).then(refresh, filters, [table, counts, export])
+        partial(save_demonstration, ctx, view),
+        [view.editing, view.draft, system, earlier, prompt, response, category, tags, author],
+        [message, view.editing, editor_title],
+    ).then(refresh, filters, view.listing)
     author.change(lambda name: name, author, author_memory)
     for button, status in ((accept, "accepted"), (reject, "rejected")):
-        button.click(partial(set_status, ctx, status=status), selected, message).then(
-            refresh, filters, [table, counts, export]
-        )
-    delete.click(partial(delete_rows, ctx), selected, [message, deleted]).then(
-        refresh, filters, [table, counts, export]
-    )
-    undo.click(partial(undo_delete, ctx), deleted, [message, deleted]).then(refresh, filters, [table, counts, export])
+        button.click(partial(set_status, ctx, status=status), selected, message).then(refresh, filters, view.listing)
+    delete.click(partial(delete_rows, ctx), selected, [message, deleted]).then(refresh, filters, view.listing)
+    undo.click(partial(undo_delete, ctx), deleted, [message, deleted]).then(refresh, filters, view.listing)
     distill_event = run_distill.click(
         partial(run_distillation, ctx),
         [teacher_model, prompt_set, few_shot, max_new, teacher_system, author],
         distill_status,
-    ).then(refresh, filters, [table, counts, export])
-    stop_distill.click(None, cancels=[distill_event]).then(refresh, filters, [table, counts, export])
+    ).then(refresh, filters, view.listing)
+    stop_distill.click(None, cancels=[distill_event]).then(refresh, filters, view.listing)
     for button, status in ((accept_pending, "accepted"), (reject_pending, "rejected")):
         button.click(partial(review_pending, ctx, status=status), outputs=distill_status).then(
-            refresh, filters, [table, counts, export]
+            refresh, filters, view.listing
         )
-    upload.change(partial(preview, ctx), upload, [preview_text, preview_table, do_import])
-    do_import.click(partial(import_file, ctx), upload, [preview_text, preview_table, do_import]).then(
-        refresh, filters, [table, counts, export]
-    )
-    add_starter.click(partial(import_starter, ctx), starter, preview_text).then(
-        refresh, filters, [table, counts, export]
-    )
+    upload.change(partial(preview, ctx, view), upload, view.importing)
+    do_import.click(partial(import_file, ctx, view), upload, view.importing).then(refresh, filters, view.listing)
+    add_starter.click(partial(import_starter, ctx), starter, preview_text).then(refresh, filters, view.listing)
+    export.click(on_export, outputs=download).success(None, download, js=DOWNLOAD_JS)
     app.load(lambda name: name, author_memory, author)  # the annotator's name, remembered by this browser
-    app.load(refresh, filters, [table, counts, export])
+    app.load(refresh, filters, view.listing)
+    return view
 
 
-def refresh_table(ctx: AppContext, search: str, category: str, origins: list[str], status: str):
-    """The filtered table, the counts, and the export file ready behind its download button."""
+def refresh_table(
+    ctx: AppContext, view: DemonstrationsView, search: str, category: str, origins: list[str], status: str
+) -> dict:
+    """The filtered table and the counts; the last export's download goes away, since it may no longer match."""
     frame = demonstrations_table(ctx, search, category, origins, status)
     live = ctx.store.list_demonstrations(status=None)
     by_status = {s: sum(d.status == s for d in live) for s in ("accepted", "pending", "rejected")}
     counts = f"{len(frame)} shown · {by_status['accepted']} accepted · {by_status['pending']} pending review"
-    return frame, counts, export_file(ctx)
+    return {view.table: frame, view.counts: counts, view.download: gr.update(value=None, visible=False)}
 
 
-def blank_editor():
-    return None, None, "", pd.DataFrame(columns=TURN_COLUMNS), "", "", "open QA", "", "### New demonstration"
+def blank_editor(view: DemonstrationsView) -> dict:
+    """An empty editor for a new demonstration."""
+    return {
+        view.editing: None,
+        view.draft: None,
+        view.system: "",
+        view.earlier: pd.DataFrame(columns=TURN_COLUMNS),
+        view.prompt: "",
+        view.response: "",
+        view.category: "open QA",
+        view.tags: "",
+        view.title: "### New demonstration",
+    }
 
 
-def open_row(ctx: AppContext, frame: pd.DataFrame, evt: gr.SelectData):
+def open_row(ctx: AppContext, view: DemonstrationsView, frame: pd.DataFrame, evt: gr.SelectData) -> dict:
+    """Fill the editor with the demonstration on the clicked row."""
     demo = ctx.store.get_demonstration(int(frame.iloc[evt.index[0]]["id"]))
     system = demo.messages[0]["content"] if demo.messages[0]["role"] == "system" else ""
     turns = [m for m in demo.messages if m["role"] != "system"]
-    earlier = pd.DataFrame(turns[:-2], columns=TURN_COLUMNS)
-    title = f"### Editing #{demo.id} ({demo.origin}, {demo.status})"
-    return (
-        demo.id,
-        demo.draft,
-        system,
-        earlier,
-        turns[-2]["content"],
-        turns[-1]["content"],
-        demo.category,
-        ", ".join(demo.tags),
-        title,
-    )
+    return {
+        view.editing: demo.id,
+        view.draft: demo.draft,
+        view.system: system,
+        view.earlier: pd.DataFrame(turns[:-2], columns=TURN_COLUMNS),
+        view.prompt: turns[-2]["content"],
+        view.response: turns[-1]["content"],
+        view.category: demo.category,
+        view.tags: ", ".join(demo.tags),
+        view.title: f"### Editing #{demo.id} ({demo.origin}, {demo.status})",
+    }
 
 
 def conversation(system: str, earlier: pd.DataFrame | None, prompt: str) -> list[dict]:
@@ -242,6 +315,7 @@ def draft_response(ctx: AppContext, system: str, earlier: pd.DataFrame, prompt: 
 
 def save_demonstration(
     ctx: AppContext,
+    view: DemonstrationsView,
     demo_id: int | None,
     draft: str | None,
     system: str,
@@ -251,32 +325,24 @@ def save_demonstration(
     category: str,
     tags: str,
     author: str,
-):
-    """Check and save; refuses a conversation that already exists. Returns (message, id, editor title)."""
+) -> dict:
+    """Save the editor through lab.demonstrations, which refuses a conversation that already exists."""
     if not (prompt or "").strip():
         raise gr.Error("Write the prompt first.")
     if not (response or "").strip():
         raise gr.Error("Write the ideal response first, or draft it with the model.")
     messages = [*conversation(system, earlier, prompt), {"role": "assistant", "content": response}]
-    origin = "human" if draft is None else ("model" if response.strip() == draft.strip() else "model-edited")
-    demo = Demonstration(
-        messages, category, [t.strip() for t in tags.split(",") if t.strip()], author.strip(), origin, draft, id=demo_id
-    )
     try:
-        demo.check()
+        demo = demonstrations.save_demonstration(
+            ctx.store, messages, demo_id=demo_id, draft=draft, category=category, tags=tags.split(","), author=author
+        )
     except ValueError as err:
-        raise gr.Error(f"Not saved: {err}.") from err
-    duplicate = ctx.store.find_duplicate(messages, exclude=demo_id)
-    if duplicate is not None:
-        raise gr.Error(f"Not saved: demonstration #{duplicate} is the same conversation.")
-    if demo_id is None:
-        [demo_id] = ctx.store.add_demonstrations([demo])
-    else:
-        old = ctx.store.get_demonstration(demo_id)
-        demo.origin, demo.teacher = (old.origin, old.teacher) if old.origin == "teacher" else (origin, "")
-        demo.draft = old.draft if draft is None else draft
-        ctx.store.update_demonstration(demo)
-    return f"Saved demonstration #{demo_id} ({demo.origin}).", demo_id, f"### Editing #{demo_id} ({demo.origin})"
+        raise gr.Error(str(err)) from err
+    return {
+        view.message: f"Saved demonstration #{demo.id} ({demo.origin}, {demo.status}).",
+        view.editing: demo.id,
+        view.title: f"### Editing #{demo.id} ({demo.origin}, {demo.status})",
+    }
 
 
 def _ids(text: str) -> list[int]:
@@ -336,38 +402,53 @@ def review_pending(ctx: AppContext, status: str) -> str:
     return f"Marked {len(ids)} pending answers as {status}."
 
 
-def preview(ctx: AppContext, path: str | None):
+def preview(ctx: AppContext, view: DemonstrationsView, path: str | None) -> dict:
+    """Say what importing the uploaded file would add; writes nothing."""
     if not path:
-        return "", gr.update(visible=False), gr.update(interactive=False)
+        return {
+            view.preview_text: "",
+            view.preview_table: gr.update(visible=False),
+            view.do_import: gr.update(interactive=False),
+        }
     try:
         result = data.preview_import(ctx.store, path)
     except data.DataFileError as err:
-        return f"**Cannot import:** {err}", gr.update(visible=False), gr.update(interactive=False)
-    return (
-        f"**Preview:** {result.summary()}",
-        gr.update(value=result.table(), visible=True),
-        gr.update(interactive=bool(result.demonstrations)),
-    )
+        return {
+            view.preview_text: f"**Cannot import:** {err}",
+            view.preview_table: gr.update(visible=False),
+            view.do_import: gr.update(interactive=False),
+        }
+    return {
+        view.preview_text: f"**Preview:** {result.summary()}",
+        view.preview_table: gr.update(value=result.table(), visible=True),
+        view.do_import: gr.update(interactive=bool(result.demonstrations)),
+    }
 
 
-def import_file(ctx: AppContext, path: str | None):
+def import_file(ctx: AppContext, view: DemonstrationsView, path: str | None) -> dict:
+    """Import every row of the uploaded file, or none of them."""
     if not path:
         raise gr.Error("Choose a file first.")
     try:
         report = data.import_demonstrations(ctx.store, path)
     except data.DataFileError as err:
         raise gr.Error(str(err)) from err
-    return report.summary(), gr.update(visible=False), gr.update(interactive=False)
+    return {
+        view.preview_text: report.summary(),
+        view.preview_table: gr.update(visible=False),
+        view.do_import: gr.update(interactive=False),
+    }
 
 
 def import_starter(ctx: AppContext, name: str) -> str:
     return data.import_demonstrations(ctx.store, demonstration_sets()[name]).summary()
 
 
-def export_file(ctx: AppContext):
-    path = ctx.exports / "demonstrations.jsonl"
+def export_accepted(ctx: AppContext, view: DemonstrationsView, request: gr.Request | None) -> dict:
+    """Write the accepted demonstrations into this browser session's own folder, for its download button."""
+    path = session_folder(ctx, request) / "demonstrations.jsonl"
     try:
         data.export_demonstrations(ctx.store, path)
-    except data.DataFileError:
-        return gr.update(value=None, interactive=False)  # nothing accepted yet
-    return gr.update(value=str(path), interactive=True)
+    except data.DataFileError as err:
+        raise gr.Error(str(err)) from err
+    return {view.download: gr.update(value=str(path), visible=True)}

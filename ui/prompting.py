@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -10,13 +13,33 @@ import pandas as pd
 from lab import experiments, jobs
 from lab.models import BASE_VIEW, ModelError
 from lab.presets import load_question_set, question_sets
-from lab.store import Experiment
 from ui.chat import list_views
 from ui.context import AppContext
 
 VARIANT_COLUMNS = ["name", "system", "template"]
-SUMMARY_COLUMNS = ["variant", "answered", "good", "bad", "mean_seconds", "mean_tokens"]
 STARTER = "starter: "
+# A DownloadButton downloads the file it already holds when clicked, before any handler runs; so Export writes the
+# file into a DownloadButton, then this saves it, keeping the download to one click.
+DOWNLOAD_JS = """(file) => {
+    if (!file || !file.url) return;
+    const link = document.createElement("a");
+    link.href = file.url;
+    link.download = file.orig_name || "";
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+}"""
+
+
+def session_folder(ctx: AppContext, request: gr.Request | None) -> Path:
+    """This browser session's own export folder, so that two people exporting at once never get each other's file.
+
+    Named by a hash of the session id, since the browser sends that id and it must never become a path.
+    """
+    session = getattr(request, "session_hash", None) or "no-session"
+    folder = ctx.exports / hashlib.sha256(session.encode()).hexdigest()[:24]
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder
 
 
 def list_experiments(ctx: AppContext) -> list[tuple[str, str]]:
@@ -26,9 +49,42 @@ def list_experiments(ctx: AppContext) -> list[tuple[str, str]]:
     return saved + starters
 
 
-def build_prompting(ctx: AppContext) -> None:
-    experiment_id = gr.State(None)
-    selected_cell = gr.State(None)  # (variant, question) picked in the grid
+@dataclass
+class PromptingView:
+    """The components handlers fill, so a handler returns {component: value} instead of a positional tuple."""
+
+    experiment_id: gr.State
+    selected_cell: gr.State  # (variant, question, model) picked in the grid
+    picker: gr.Dropdown
+    description: gr.Markdown
+    name: gr.Textbox
+    variants: gr.Dataframe
+    questions: gr.Textbox
+    temperature: gr.Slider
+    max_new: gr.Slider
+    seed: gr.Number
+    status: gr.Markdown
+    summary: gr.Dataframe
+    grid: gr.Dataframe
+    export: gr.Button
+    download: gr.DownloadButton
+    cell: gr.Markdown
+
+    @property
+    def editor(self) -> list:
+        return [self.name, self.variants, self.questions, self.temperature, self.max_new, self.seed]
+
+    @property
+    def results(self) -> list:
+        return [self.status, self.summary, self.grid, self.export, self.download]
+
+    @property
+    def form(self) -> list:
+        return [self.experiment_id, self.description, *self.editor, *self.results]
+
+
+def build_prompting(ctx: AppContext) -> PromptingView:
+    """Lay out the tab and wire its events; returns its components."""
     with gr.Row():
         picker = gr.Dropdown(
             list_experiments(ctx), label="Open an experiment", scale=4, value=None, elem_id="experiment-picker"
@@ -63,10 +119,14 @@ def build_prompting(ctx: AppContext) -> None:
         save_button = gr.Button("Save")
         run = gr.Button("Run", variant="primary", elem_id="run-experiment")
         stop = gr.Button("Stop")
-        export = gr.DownloadButton("Export CSV", elem_id="export-csv", interactive=False)
+        export = gr.Button("Export CSV", elem_id="export-csv", interactive=False)
+        # Holds the file Export wrote; shown too, in case the browser blocks the automatic download.
+        download = gr.DownloadButton("Download CSV", visible=False, elem_id="download-csv")
     status = gr.Markdown(elem_id="experiment-status")
     summary = gr.Dataframe(
-        label="Per variant (mark cells good or bad to see which wins)", interactive=False, elem_id="variant-summary"
+        label="Per variant and model (mark cells good or bad to see which wins)",
+        interactive=False,
+        elem_id="variant-summary",
     )
     grid = gr.Dataframe(
         label="Responses: click a cell, then mark it",
@@ -81,32 +141,53 @@ def build_prompting(ctx: AppContext) -> None:
         bad = gr.Button("Mark bad", size="sm", elem_id="mark-bad")
         unmark = gr.Button("Clear mark", size="sm")
 
-    editor = [name, variants, questions, temperature, max_new, seed]
-    results = [status, summary, grid, export]  # the download button always holds the current CSV
+    ui = PromptingView(
+        experiment_id=gr.State(None),
+        selected_cell=gr.State(None),
+        picker=picker,
+        description=description,
+        name=name,
+        variants=variants,
+        questions=questions,
+        temperature=temperature,
+        max_new=max_new,
+        seed=seed,
+        status=status,
+        summary=summary,
+        grid=grid,
+        export=export,
+        download=download,
+        cell=cell,
+    )
     picker.focus(lambda: gr.update(choices=list_experiments(ctx)), outputs=picker)
-    picker.select(partial(open_experiment, ctx), picker, [experiment_id, description, *editor, *results])
-    new.click(partial(blank_form, ctx), outputs=[experiment_id, description, *editor, *results])
+    picker.select(partial(open_experiment, ctx, ui), picker, ui.form)
+    new.click(partial(blank_form, ctx, ui), outputs=ui.form)
     add_set.click(add_question_set, [questions, question_set], questions)
     add_variant.click(append_variant, variants, variants)
-    saved = [experiment_id, picker, *results]
-    save_button.click(partial(save_experiment, ctx), [experiment_id, *editor], saved)
-    run_event = run.click(partial(save_experiment, ctx), [experiment_id, *editor], saved).success(
-        partial(run_experiment, ctx), [experiment_id, view], results
+    saved = [ui.experiment_id, picker, *ui.results]
+    save_button.click(partial(save_experiment, ctx, ui), [ui.experiment_id, *ui.editor], saved)
+    run_event = run.click(partial(save_experiment, ctx, ui), [ui.experiment_id, *ui.editor], saved).success(
+        partial(run_experiment, ctx, ui), [ui.experiment_id, view], ui.results
     )
     stop.click(
-        lambda eid: show_results(ctx, eid, "Stopped; the answers so far are saved."),
-        experiment_id,
-        results,
+        lambda eid: show_results(ctx, ui, eid, "Stopped; the answers so far are saved."),
+        ui.experiment_id,
+        ui.results,
         cancels=[run_event],
     )
 
-    def on_select(eid: int | None, evt: gr.SelectData):  # Gradio injects evt by this annotation
-        return select_cell(ctx, eid, evt)
+    def on_select(eid: int | None, evt: gr.SelectData) -> dict:  # Gradio injects evt by this annotation
+        return select_cell(ctx, ui, eid, evt)
 
-    grid.select(on_select, experiment_id, [selected_cell, cell])
+    def on_export(eid: int | None, request: gr.Request) -> dict:  # and the session's request by this one
+        return export_results(ctx, ui, eid, request)
+
+    grid.select(on_select, ui.experiment_id, [ui.selected_cell, cell])
     for button, rating in ((good, 1), (bad, -1), (unmark, None)):
-        button.click(partial(rate, ctx, rating=rating), [experiment_id, selected_cell], results)
+        button.click(partial(rate, ctx, ui, rating=rating), [ui.experiment_id, ui.selected_cell], ui.results)
+    export.click(on_export, ui.experiment_id, download).success(None, download, js=DOWNLOAD_JS)
     view.focus(lambda: gr.update(choices=list_views(ctx)), outputs=view)
+    return ui
 
 
 def blank_variants() -> pd.DataFrame:
@@ -120,16 +201,22 @@ def append_variant(variants: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def blank_form(ctx: AppContext):
+def blank_form(ctx: AppContext, ui: PromptingView) -> dict:
     """An empty editor: no experiment, one plain variant, greedy settings."""
-    return None, "", "", blank_variants(), "", 0.0, 96, 0, *show_results(ctx, None)
+    return {
+        ui.experiment_id: None,
+        ui.description: "",
+        ui.name: "",
+        ui.variants: blank_variants(),
+        ui.questions: "",
+        ui.temperature: 0.0,
+        ui.max_new: 96,
+        ui.seed: 0,
+        **show_results(ctx, ui, None),
+    }
 
 
-def _variants_frame(exp: Experiment) -> pd.DataFrame:
-    return pd.DataFrame(exp.variants, columns=VARIANT_COLUMNS)
-
-
-def open_experiment(ctx: AppContext, key: str | None):
+def open_experiment(ctx: AppContext, ui: PromptingView, key: str | None) -> dict:
     """Fill the editor from a saved experiment or a starter preset (a starter is saved only when run or saved)."""
     if not key:
         raise gr.Error("Pick an experiment to open.")
@@ -142,17 +229,17 @@ def open_experiment(ctx: AppContext, key: str | None):
         exp = ctx.store.get_experiment(int(ref))
         eid, note = exp.id, exp.description
     s = exp.settings
-    return (
-        eid,
-        note,
-        exp.name,
-        _variants_frame(exp),
-        "\n".join(exp.questions),
-        s.get("temperature", 0.0),
-        s.get("max_new_tokens", 96),
-        s.get("seed") or 0,
-        *show_results(ctx, eid),
-    )
+    return {
+        ui.experiment_id: eid,
+        ui.description: note,
+        ui.name: exp.name,
+        ui.variants: pd.DataFrame(exp.variants, columns=VARIANT_COLUMNS),
+        ui.questions: "\n".join(exp.questions),
+        ui.temperature: s.get("temperature", 0.0),
+        ui.max_new: s.get("max_new_tokens", 96),
+        ui.seed: s.get("seed") or 0,
+        **show_results(ctx, ui, eid),
+    }
 
 
 def add_question_set(questions: str, name: str | None) -> str:
@@ -165,6 +252,7 @@ def add_question_set(questions: str, name: str | None) -> str:
 
 def save_experiment(
     ctx: AppContext,
+    ui: PromptingView,
     experiment_id: int | None,
     name: str,
     variants: pd.DataFrame,
@@ -172,7 +260,7 @@ def save_experiment(
     temperature: float,
     max_new: float,
     seed: float | None,
-):
+) -> dict:
     """Validate the editor and write it to the workspace; one sentence if something is wrong."""
     rows = variants.fillna("").astype(str).to_dict("records") if variants is not None else []
     rows = [r for r in rows if any(str(v).strip() for v in r.values())]
@@ -188,24 +276,12 @@ def save_experiment(
         exp = experiments.new_experiment(name, rows, questions.splitlines(), settings)
     except ValueError as err:
         raise gr.Error(_one_sentence(err, rows)) from err
-    same = [
-        e
-        for e in ctx.store.list_experiments()
-        if (e.name, e.variants, e.questions, e.settings) == (exp.name, exp.variants, exp.questions, exp.settings)
-    ]
-    note = ""
-    if experiment_id is not None:
-        old = ctx.store.get_experiment(experiment_id)
-        if (old.variants, old.questions, old.settings) != (exp.variants, exp.questions, exp.settings):
-            experiment_id = None  # changed prompts make a new experiment, so old results keep their meaning
-            note = " as a new experiment, since the prompts or settings changed"
-        exp.description = old.description
-    if experiment_id is None and same:
-        experiment_id, note = same[0].id, " (the same experiment was already saved; it is reopened)"
-    exp.id = experiment_id
-    eid = ctx.store.save_experiment(exp)
-    picker = gr.update(choices=list_experiments(ctx), value=f"saved:{eid}")
-    return eid, picker, *show_results(ctx, eid, f"Saved experiment #{eid}{note}.")
+    eid, message = experiments.save_experiment(ctx.store, exp, experiment_id)
+    return {
+        ui.experiment_id: eid,
+        ui.picker: gr.update(choices=list_experiments(ctx), value=f"saved:{eid}"),
+        **show_results(ctx, ui, eid, message),
+    }
 
 
 def _one_sentence(err: Exception, rows: list[dict]) -> str:
@@ -225,8 +301,8 @@ def _one_sentence(err: Exception, rows: list[dict]) -> str:
     return str(err).splitlines()[0]
 
 
-def run_experiment(ctx: AppContext, experiment_id: int | None, view: str, progress=gr.Progress()):
-    """Fill every missing cell, updating the grid as each answer lands in the workspace."""
+def run_experiment(ctx: AppContext, ui: PromptingView, experiment_id: int | None, view: str, progress=gr.Progress()):
+    """Fill every cell this model and view have not answered, updating the grid as each answer lands."""
     if experiment_id is None:
         raise gr.Error("Save the experiment first.")
     progress((0, None), desc=ctx.models.status)
@@ -235,44 +311,67 @@ def run_experiment(ctx: AppContext, experiment_id: int | None, view: str, progre
         jobs.attach_adapter(ctx.store, ctx.models, view)
         for step in experiments.run_experiment(ctx.store, ctx.models, experiment_id, view=view):
             progress((step.done, step.total), desc=f"{step.variant}: {step.question[:50]}")
-            yield show_results(ctx, experiment_id, f"Running… {step.done} of {step.total} cells done.")
+            yield show_results(ctx, ui, experiment_id, f"Running… {step.done} of {step.total} cells done.")
     except (ModelError, ValueError) as err:
         raise gr.Error(str(err)) from err
-    yield show_results(ctx, experiment_id, "Done: every cell has a response.")
+    yield show_results(ctx, ui, experiment_id, "Done: every cell has a response.")
 
 
-def show_results(ctx: AppContext, experiment_id: int | None, message: str = ""):
+def show_results(ctx: AppContext, ui: PromptingView, experiment_id: int | None, message: str = "") -> dict:
+    """The status line, the summary and the grid; the last export's download goes away, since it may be stale."""
+    hidden = gr.update(value=None, visible=False)
     if experiment_id is None:
-        empty = pd.DataFrame(columns=["question", "responses"])
-        return message, pd.DataFrame(columns=SUMMARY_COLUMNS), empty, gr.update(value=None, interactive=False)
+        return {
+            ui.status: message,
+            ui.summary: pd.DataFrame(columns=experiments.SUMMARY_COLUMNS),
+            ui.grid: pd.DataFrame(columns=["question", "responses"]),
+            ui.export: gr.update(interactive=False),
+            ui.download: hidden,
+        }
     exp = ctx.store.get_experiment(experiment_id)
     results = ctx.store.list_results(experiment_id)
-    cells = len(exp.questions) * len(exp.variants)
-    header = message or f"{len(results)} of {cells} cells answered" + (f" by {exp.model}." if exp.model else ".")
-    csv = gr.update(value=export_csv(ctx, experiment_id), interactive=bool(results))
-    return header, experiments.variant_summary(exp, results), experiments.results_grid(exp, results), csv
+    models = experiments.answering_models(results)
+    cells = len(exp.questions) * len(exp.variants) * max(len(models), 1)
+    by = f" by {exp.model}" if exp.model and len(models) <= 1 else f" by {len(models)} models" if models else ""
+    return {
+        ui.status: message or f"{len(results)} of {cells} cells answered{by}.",
+        ui.summary: experiments.variant_summary(exp, results),
+        ui.grid: experiments.results_grid(exp, results),
+        ui.export: gr.update(interactive=bool(results)),
+        ui.download: hidden,
+    }
 
 
-def select_cell(ctx: AppContext, experiment_id: int | None, evt: gr.SelectData):
+def select_cell(ctx: AppContext, ui: PromptingView, experiment_id: int | None, evt: gr.SelectData) -> dict:
+    """Remember the clicked response cell (its variant, question and the model that answered it)."""
     if experiment_id is None or evt.index[1] == 0:
-        return None, "Click a response cell (not the question) to mark it."
+        return {ui.selected_cell: None, ui.cell: "Click a response cell (not the question) to mark it."}
     exp = ctx.store.get_experiment(experiment_id)
-    question, variant = evt.index[0], evt.index[1] - 1
-    return (variant, question), f"Selected: **{exp.variants[variant]['name']}** on “{exp.questions[question]}”"
+    columns = experiments.grid_columns(exp, ctx.store.list_results(experiment_id))
+    question, (variant, model, label) = evt.index[0], columns[evt.index[1] - 1]
+    return {
+        ui.selected_cell: (variant, question, model),
+        ui.cell: f"Selected: **{label}** on “{exp.questions[question]}”",
+    }
 
 
-def rate(ctx: AppContext, experiment_id: int | None, cell: tuple[int, int] | None, rating: int | None):
+def rate(ctx: AppContext, ui: PromptingView, experiment_id: int | None, cell: tuple | None, rating: int | None) -> dict:
     """Mark the selected cell; a missing selection is a warning that leaves the results on screen."""
     try:
         if experiment_id is None or cell is None:
             raise KeyError("Click a response cell first (not the question column).")
-        ctx.store.rate_result(experiment_id, cell[0], cell[1], rating)
+        variant, question, model = cell
+        ctx.store.rate_result(experiment_id, variant, question, rating, model=model)
     except KeyError as err:
         gr.Warning(err.args[0])
-        return (gr.skip(),) * 4
-    return show_results(ctx, experiment_id)
+        return gr.skip()
+    return show_results(ctx, ui, experiment_id)
 
 
-def export_csv(ctx: AppContext, experiment_id: int) -> str:
-    """Write the experiment's CSV where the download button can serve it (the app's private export folder)."""
-    return str(experiments.export_csv(ctx.store, experiment_id, ctx.exports / f"experiment-{experiment_id}.csv"))
+def export_results(ctx: AppContext, ui: PromptingView, experiment_id: int | None, request: gr.Request | None) -> dict:
+    """Write the experiment's CSV into this browser session's own folder, for its download button."""
+    if experiment_id is None:
+        raise gr.Error("Save and run the experiment first.")
+    path = session_folder(ctx, request) / f"experiment-{experiment_id}.csv"
+    experiments.export_csv(ctx.store, experiment_id, path)
+    return {ui.download: gr.update(value=str(path), visible=True)}
