@@ -80,11 +80,7 @@ class AnnotationTables(Database):
 
     def get_demonstration(self, demo_id: int) -> Demonstration:
         """One demonstration (even from the bin); KeyError if there is none with that id."""
-        with self._read() as db:
-            r = db.execute("SELECT * FROM demonstrations WHERE id = ?", (demo_id,)).fetchone()
-        if r is None:
-            raise KeyError(f"No demonstration with id {demo_id}.")
-        return from_row(Demonstration, r)
+        return self._get(Demonstration, "demonstrations", demo_id, "demonstration")
 
     def list_demonstrations(
         self,

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lab.store import schema
-from lab.store.rows import workspace_dir
+from lab.store.rows import from_row, workspace_dir
 
 
 def contains_text(messages: str, needle: str) -> bool:
@@ -78,3 +78,11 @@ class Database:
             raise
         finally:
             db.close()
+
+    def _get(self, cls: type, table: str, row_id: int | str, noun: str):
+        """The row of `table` with this id, typed as `cls`; KeyError naming the noun if there is none."""
+        with self._read() as db:
+            r = db.execute(f"SELECT * FROM {table} WHERE id = ?", (row_id,)).fetchone()
+        if r is None:
+            raise KeyError(f"No {noun} with id {row_id}.")
+        return from_row(cls, r)

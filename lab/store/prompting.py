@@ -71,11 +71,7 @@ class PromptingTables(Database):
 
     def get_experiment(self, experiment_id: int) -> Experiment:
         """One experiment; KeyError if there is none with that id."""
-        with self._read() as db:
-            r = db.execute("SELECT * FROM experiments WHERE id = ?", (experiment_id,)).fetchone()
-        if r is None:
-            raise KeyError(f"No experiment with id {experiment_id}.")
-        return from_row(Experiment, r)
+        return self._get(Experiment, "experiments", experiment_id, "experiment")
 
     def list_experiments(self) -> list[Experiment]:
         """Every experiment, the most recently changed first."""
@@ -159,11 +155,7 @@ class PromptingTables(Database):
 
     def get_conversation(self, conversation_id: int) -> Conversation:
         """One chat; KeyError if there is none with that id."""
-        with self._read() as db:
-            r = db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
-        if r is None:
-            raise KeyError(f"No conversation with id {conversation_id}.")
-        return from_row(Conversation, r)
+        return self._get(Conversation, "conversations", conversation_id, "conversation")
 
     def list_conversations(self, limit: int = 50) -> list[Conversation]:
         """The latest chats, the most recently changed first."""

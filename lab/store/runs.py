@@ -67,11 +67,7 @@ class RunTables(Database):
 
     def get_run(self, run_id: str) -> Run:
         """One run; KeyError if there is none with that id."""
-        with self._read() as db:
-            r = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
-        if r is None:
-            raise KeyError(f"No run with id {run_id}.")
-        return from_row(Run, r)
+        return self._get(Run, "runs", run_id, "run")
 
     def list_runs(self, statuses: tuple[str, ...] = ()) -> list[Run]:
         """Runs, newest first, optionally only those in some statuses."""
