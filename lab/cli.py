@@ -4,11 +4,14 @@ Examples:
     python -m lab models
     python -m lab generate --prompt "Why is the sky blue?" --max-new-tokens 64
     python -m lab generate --prompt "Hi" --system "Answer like a pirate." --model ./my-model --precision 4bit
+    python -m lab train sft --data demos.jsonl --max-steps 30 --learning-rate 1e-4
+    python -m lab train sft --config workspace/runs/<run id>/config.yaml      # reproduce a run
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -16,7 +19,9 @@ from functools import partial
 from pathlib import Path
 
 from lab.generate import GenerationSettings, PromptTooLongError, build_messages, stream_chat
-from lab.models import BASE_VIEW, DEFAULT_MODEL, DEVICES, PRECISIONS, ModelError, ModelManager, list_models
+from lab.models import ModelError, ModelManager, list_models
+from lab.refs import BASE_VIEW, DEFAULT_MODEL, DEVICES, PRECISIONS
+from lab.train import METHODS
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -45,32 +50,44 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Train headless (SFT for now) with a terminal progress bar; prints where the adapter is."""
+    """Train one method headless with a terminal progress bar; prints where the adapter is."""
     from lab import jobs
     from lab.presets import model_presets
     from lab.store import Store
-    from lab.train import METHODS
-    from lab.train.common import config_for, parse_overrides
+    from lab.train import get_method
+    from lab.train.config import config_from_preset, parse_overrides
 
-    presets = model_presets()
-    if args.preset not in presets:
-        raise ValueError(f"--preset {args.preset}: choose one of {', '.join(presets)}")
-    config = config_for(METHODS[args.method].config, presets[args.preset], parse_overrides(args.set or []))
+    method = get_method(args.method)
+    flags = {key.removeprefix("field_"): value for key, value in vars(args).items() if key.startswith("field_")}
+    overrides = {**parse_overrides(args.set or []), **flags}
+    if args.config:  # a run's config.yaml reproduces the run: its own data file too, unless --data says otherwise
+        config = method.config.from_file(args.config).replace(**overrides)
+        data_file = args.data or config.data
+    else:
+        presets = model_presets()
+        if args.preset not in presets:
+            raise ValueError(f"--preset {args.preset}: choose one of {', '.join(presets)}")
+        config = config_from_preset(method.config, presets[args.preset], overrides, where="command line")
+        data_file = args.data or ""
     store = Store(args.workspace)
     busy = jobs.active_run(store)
     if busy is not None:
         raise ValueError(f"Run {busy.id} is training in this workspace; wait for it or stop it first.")
-    run = jobs.prepare(store, args.method, config, name=args.name or "", data_file=args.data or "")
+    options = {"origins": args.origin} if method.data == "demonstrations" else {"exclude_annotators": args.exclude}
+    run = jobs.prepare(store, args.method, config, name=args.name or "", data_file=data_file, **options)
     print(f"Run {run.id}: {jobs.run_dir(store, run.id)}", file=sys.stderr)
     with _tee(jobs.run_dir(store, run.id) / "log.txt"):
-        return jobs.execute(store, run.id)
+        try:
+            return jobs.execute(store, run.id)
+        except jobs.JobError:
+            store.update_run(
+                run.id, expect=("queued",), status="failed", error="Not started: another run was training."
+            )
+            raise
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Train a run the app prepared (the app starts this as a child process)."""
-    from lab.train.common import install_stop_signals
-
-    install_stop_signals()  # before the heavy imports, so an early Stop is honoured too
+    """Train a run the app prepared and claimed (the app starts this as a child process)."""
     from lab import jobs
     from lab.store import Store
 
@@ -79,15 +96,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Import demonstrations or preferences (JSONL, JSON, CSV or Parquet; the format is detected); all or nothing."""
-    from lab.data import import_demonstrations, read_records
-    from lab.preferences import import_preferences
-    from lab.store import Store
+    from lab import Lab
 
-    store = Store(args.workspace)
-    columns = set(read_records(args.file)[0])
-    preferences = {"chosen", "rejected"} <= columns or {"prompt", "responses"} <= columns
-    report = import_preferences(store, args.file) if preferences else import_demonstrations(store, args.file)
-    print(report.summary())
+    print(Lab(args.workspace).import_file(args.file).summary())
     return 0
 
 
@@ -158,13 +169,10 @@ def _parser() -> argparse.ArgumentParser:
     workspace = argparse.ArgumentParser(add_help=False)
     workspace.add_argument("--workspace", default=None, help="workspace folder (default $LAB_WORKSPACE or ./workspace)")
 
-    train = sub.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__, parents=[workspace])
-    train.add_argument("method", choices=["sft"])
-    train.add_argument("--preset", default="cpu-default", help="a model preset from presets/models/")
-    train.add_argument("--data", default=None, help="training file (default: the workspace's demonstrations)")
-    train.add_argument("--name", default=None, help="a name for the run")
-    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
-    train.set_defaults(func=cmd_train)
+    train = sub.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
+    methods = train.add_subparsers(dest="method", required=True, metavar="METHOD")
+    for method in METHODS.values():
+        _method_parser(methods, method, parents=[workspace])
 
     run = sub.add_parser("run", help=cmd_run.__doc__, description=cmd_run.__doc__, parents=[workspace])
     run.add_argument("run_id")
@@ -182,6 +190,41 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--negatives", action="store_true", help="preferences: export the both-bad answers instead")
     exp.set_defaults(func=cmd_export)
     return parser
+
+
+def _method_parser(methods: argparse._SubParsersAction, method, parents: list) -> None:
+    """`train METHOD`: the common options, then one flag per config field, with the field's help and range."""
+    from lab.train.config import describe_range, group_of, yaml_scalar
+
+    parser = methods.add_parser(
+        method.name, help=method.summary, description=f"{method.summary} Trains on {method.data}.", parents=parents
+    )
+    parser.add_argument("--preset", default="cpu-default", help="a model preset from presets/models/")
+    parser.add_argument("--config", default=None, help="a config.yaml (a run's, to reproduce it); flags override it")
+    parser.add_argument("--data", default=None, help=f"training file (default: the workspace's {method.data})")
+    parser.add_argument("--name", default=None, help="a name for the run")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    if method.data == "demonstrations":
+        parser.add_argument("--origin", action="append", help="train only on demonstrations of this origin")
+    if method.data == "preferences":
+        parser.add_argument("--exclude", action="append", metavar="ANNOTATOR", help="leave out this annotator's votes")
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for spec in dataclasses.fields(method.config):
+        if spec.name == "data":
+            continue  # the --data file above
+        group = group_of(method.config, spec.name)
+        if group not in groups:
+            groups[group] = parser.add_argument_group(f"{method.name} config: {group}")
+        bounds = describe_range(spec)
+        groups[group].add_argument(
+            f"--{spec.name.replace('_', '-')}",
+            dest=f"field_{spec.name}",
+            type=yaml_scalar,
+            default=argparse.SUPPRESS,
+            metavar=type(spec.default).__name__.upper(),
+            help=f"{spec.metadata['help']}{f' ({bounds})' if bounds else ''} Default: {spec.default!r}.",
+        )
+    parser.set_defaults(func=cmd_train)
 
 
 def main(argv: list[str] | None = None) -> int:

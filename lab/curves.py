@@ -5,22 +5,19 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-PANELS = [  # (metric key, title)
-    ("loss", "training loss"),
-    ("eval_loss", "validation loss"),
-    ("learning_rate", "learning rate"),
-    ("grad_norm", "gradient norm"),
-    ("tokens_per_second", "tokens / s"),
-    ("memory_mb", "peak memory (MiB)"),
-]
+COLUMNS = 3
 
 
-def curves(runs: dict[str, list[dict]]) -> go.Figure:
-    """One panel per metric; each run is one coloured line in every panel, so two runs compare at a glance."""
-    fig = make_subplots(rows=2, cols=3, subplot_titles=[title for _, title in PANELS], horizontal_spacing=0.07)
+def curves(runs: dict[str, list[dict]], panels: tuple[tuple[str, str], ...]) -> go.Figure:
+    """One panel per (metric key, title) of the method; each run is one coloured line in every panel,
+    so two runs compare at a glance."""
+    rows_of_panels = max(1, -(-len(panels) // COLUMNS))
+    fig = make_subplots(
+        rows=rows_of_panels, cols=COLUMNS, subplot_titles=[title for _, title in panels], horizontal_spacing=0.07
+    )
     colors = ["#ea580c", "#2563eb", "#16a34a", "#9333ea"]
     for number, (label, rows) in enumerate(runs.items()):
-        for panel, (key, _) in enumerate(PANELS):
+        for panel, (key, _) in enumerate(panels):
             points = [(r["step"], r[key]) for r in rows if key in r]
             if not points:
                 continue
@@ -35,11 +32,15 @@ def curves(runs: dict[str, list[dict]]) -> go.Figure:
                     mode="lines+markers" if len(points) < 30 else "lines",
                     line={"color": colors[number % len(colors)]},
                 ),
-                row=panel // 3 + 1,
-                col=panel % 3 + 1,
+                row=panel // COLUMNS + 1,
+                col=panel % COLUMNS + 1,
             )
-    fig.update_layout(height=520, margin={"l": 40, "r": 20, "t": 40, "b": 30}, legend={"orientation": "h", "y": -0.08})
-    fig.update_xaxes(title_text="step", row=2)
+    fig.update_layout(
+        height=60 + 230 * rows_of_panels,
+        margin={"l": 40, "r": 20, "t": 40, "b": 30},
+        legend={"orientation": "h", "y": -0.08},
+    )
+    fig.update_xaxes(title_text="step", row=rows_of_panels)
     return fig
 
 

@@ -1,34 +1,40 @@
 """Training jobs: each run is a child process (`python -m lab run RUN_ID`), so a crash, an
 out-of-memory error or a kill never takes the app down.
 
-The run's row in the workspace is the truth every browser tab sees: queued →
-running → (stopping →) done / stopped / failed. The child writes its own final
-status; the app only notices a child that died without writing one (a kill, a
-segfault, a machine restart) and marks it failed with the tail of its log.
-One run trains at a time; later ones wait in the queue.
+The run's row in the workspace is the truth every browser tab and every process
+sees: queued → running → (stopping →) done / stopped / failed. A run is claimed
+(a compare-and-set in the database that also checks no other run is active)
+before its process starts, so two app processes, or the app and the CLI, never
+train the same run or two runs at once; the training process also holds the
+workspace's training lock. The child writes its own final status; the app only
+notices a child that died without writing one and marks it failed with the
+tail of its log.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import traceback
-from datetime import datetime
+from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lab.models import BASE_VIEW, ModelManager
+from lab.refs import normalise_base
 from lab.store import Run, Store, now
-from lab.train import METHODS
-from lab.train.common import STOP_REQUESTED, install_stop_signals, latest_checkpoint, write_config
+from lab.train import get_method
+from lab.train.runs import StopSignal, latest_checkpoint, log_tail, stop_signals, write_config
 
 ACTIVE = ("running", "stopping")
 FINISHED = ("done", "stopped", "failed")
+NEVER_STARTED_S = 120  # a claimed run whose process has not appeared by then was lost with its launcher
 _children: dict[str, subprocess.Popen] = {}  # runs this process started, to reap them and read exit codes
 _lock = threading.Lock()
 
@@ -45,22 +51,42 @@ def new_run_id(method: str) -> str:
     return f"{method}-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
-def prepare(
-    store: Store, method: str, config: Any, name: str = "", data_file: str = "", origins: list[str] | None = None
-) -> Run:
-    """Freeze the data into a new run folder, write config.yaml, and queue the run's row.
+def prepare(store: Store, method: str, config: Any, name: str = "", data_file: str = "", **data_options) -> Run:
+    """Freeze the data into a new run folder, write config.yaml, record provenance, and queue the run's row.
 
-    The data is `data_file` when given, else the workspace's accepted data (of the given origins).
+    The data is `data_file` when given, else the workspace's data of the kind the method trains on
+    (`origins=[...]` filters demonstrations, `exclude_annotators=[...]` preferences). Nothing is left
+    behind when the data is refused.
     """
-    if method not in METHODS:
-        raise JobError(f"Unknown training method '{method}': choose one of {', '.join(METHODS)}.")
+    from lab.train.snapshot import snapshot
+
+    spec = get_method(method)
     run_id = new_run_id(method)
     folder = run_dir(store, run_id)
-    config = dataclasses.replace(config, data=str(METHODS[method].snapshot(store, folder, data_file, origins)))
-    write_config(folder, config)
-    run = Run(run_id, method, dataclasses.asdict(config), name=name, device=config.device)
+    try:
+        source = snapshot(store, folder, spec.data, data_file, **data_options)
+        config = config.replace(data=str(folder / "data.jsonl"), model=normalise_base(config.model))
+        write_config(folder, config)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    provenance = {
+        "base_model": config.model,
+        "parent_adapter": _parent(store, config.init_adapter),
+        "data": {"source": source.source, "rows": source.rows, "sha256": source.sha256},
+        "reward_model": None,
+    }
+    run = Run(run_id, method, config.to_dict(), name=name, device=config.device, provenance=provenance)
     store.add_run(run)
     return run
+
+
+def _parent(store: Store, adapter: str) -> dict | None:
+    if not adapter:
+        return None
+    path = Path(adapter).resolve()
+    inside = path.parent.parent == store.runs_dir.resolve()
+    return {"run": path.parent.name if inside else None, "path": str(path)}
 
 
 def submit(store: Store, run: Run) -> Run:
@@ -70,31 +96,43 @@ def submit(store: Store, run: Run) -> Run:
 
 
 def start_next(store: Store) -> Run | None:
-    """Start the oldest queued run if no run is active; returns the run started."""
+    """Start the oldest queued run if no run is active anywhere; returns the run started (or failed to start).
+
+    The claim comes first: a process that loses it starts nothing. A Stop pressed between the claim and the
+    start ends the run without starting it.
+    """
     with _lock:
         refresh(store)
-        if store.list_runs(ACTIVE):
-            return None
         queued = sorted(store.list_runs(("queued",)), key=lambda r: r.created_at)
-        if not queued:
+        if not queued or not store.claim_run(queued[0].id):
             return None
         run = queued[0]
-        folder = run_dir(store, run.id)
-        with (folder / "log.txt").open("a", encoding="utf-8") as log:
-            child = subprocess.Popen(
-                [sys.executable, "-m", "lab", "run", run.id, "--workspace", str(store.root)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=Path(__file__).resolve().parent.parent,
-                start_new_session=True,  # Ctrl-C in the app's terminal is not a Stop for the run
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        if store.update_run(run.id, expect=("stopping",), status="stopped", finished_at=now()):
+            return store.get_run(run.id)
+        try:
+            child = _spawn(store, run.id)
+        except OSError as err:
+            store.update_run(
+                run.id, expect=ACTIVE, status="failed", finished_at=now(), error=f"Could not start training: {err}."
             )
+            return store.get_run(run.id)
         _children[run.id] = child
-        store.update_run(
-            run.id, expect=("queued",), status="running", pid=child.pid, started_at=now(), error="", exit_code=None
-        )
+        store.update_run(run.id, expect=ACTIVE, pid=child.pid)
         return store.get_run(run.id)
+
+
+def _spawn(store: Store, run_id: str) -> subprocess.Popen:
+    folder = run_dir(store, run_id)
+    with (folder / "log.txt").open("a", encoding="utf-8") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "lab", "run", run_id, "--workspace", str(store.root)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=Path(__file__).resolve().parent.parent,
+            start_new_session=True,  # Ctrl-C in the app's terminal is not a Stop for the run
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
 
 
 def watch(store: Store, every: float = 2.0) -> threading.Thread:
@@ -120,39 +158,69 @@ def active_run(store: Store) -> Run | None:
     return runs[0] if runs else None
 
 
-def execute(store: Store, run_id: str) -> int:
-    """Train one prepared run in this process (the child, or the CLI); returns the exit code.
+def execute(store: Store, run_id: str, stop: StopSignal | None = None) -> int:
+    """Train one prepared run in this process (the child, the CLI, or a notebook's thread); returns the exit code.
 
-    The final status is written here: done, stopped (the adapter so far is saved) or failed.
+    A queued run is claimed first (JobError if another run is active). The final status is written here:
+    done, stopped (the adapter so far is saved) or failed.
     """
     run = store.get_run(run_id)
-    method = METHODS[run.method]
+    if run.status == "queued" and not store.claim_run(run_id):
+        busy = active_run(store)
+        raise JobError(f"Run {busy.id if busy else 'another'} is training in this workspace; wait for it or stop it.")
     folder = run_dir(store, run_id)
-    install_stop_signals()
     (folder / "process").write_text(_identity(os.getpid()), encoding="utf-8")
-    started = store.update_run(
-        run_id, expect=("queued", "running"), status="running", pid=os.getpid(), started_at=now()
-    )
-    if not started and store.get_run(run_id).status == "stopping":
-        STOP_REQUESTED.set()  # asked to stop before it started: end at the first step, keep what exists
+    store.update_run(run_id, expect=ACTIVE, pid=os.getpid())
+    if store.update_run(run_id, expect=("stopping",), status="stopped", finished_at=now()):
+        return 0  # stopped before it started: nothing to train, nothing lost
+    if store.get_run(run_id).status not in ACTIVE:
+        raise JobError(f"Run {run_id} is {store.get_run(run_id).status}; only a claimed run trains.")
+    stop = stop or StopSignal(store, run_id)
     try:
-        config = method.config(**run.config)
-        adapter = method.run(config, folder, resume=latest_checkpoint(folder) is not None)
-    except BaseException as err:  # every failure is recorded on the run, then the process exits non-zero
+        with training_lock(store), stop_signals(stop):
+            adapter = _train(store, run, folder, stop)
+    except BaseException as err:  # every failure is recorded on the run, then the caller exits non-zero
         traceback.print_exc()
         store.update_run(run_id, expect=ACTIVE, status="failed", exit_code=1, error=explain(err), finished_at=now())
         return 1
-    status = "stopped" if STOP_REQUESTED.is_set() else "done"
+    status = "stopped" if stop.is_set() else "done"
     store.update_run(run_id, expect=ACTIVE, status=status, exit_code=0, finished_at=now())
     print(f"Adapter saved in {adapter}", flush=True)
     return 0
 
 
+def _train(store: Store, run: Run, folder: Path, stop: StopSignal) -> Path:
+    from lab.export import model_card
+    from lab.train.common import fit
+
+    method = get_method(run.method)
+    config = method.config.from_dict(run.config, where=f"{run.id}/config.yaml")
+    trainer = method.build(config, folder)
+    return fit(trainer, folder, stop, resume=latest_checkpoint(folder) is not None, card=model_card(run))
+
+
+@contextlib.contextmanager
+def training_lock(store: Store) -> Iterator[None]:
+    """Held while a process trains, across processes: a second training process in the workspace is refused."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: the claim in the database still keeps runs one at a time
+        yield
+        return
+    with (store.root / "training.lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            raise JobError("Another process is training in this workspace.") from err
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def explain(err: BaseException) -> str:
     """One sentence for a training failure a user can act on."""
-    import torch
-
-    if isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower():
+    if "out of memory" in str(err).lower() or type(err).__name__ == "OutOfMemoryError":
         return "Out of memory: lower the batch size or max length, or train on a 4-bit base."
     if isinstance(err, KeyboardInterrupt):
         return "Interrupted."
@@ -161,32 +229,35 @@ def explain(err: BaseException) -> str:
 
 
 def stop(store: Store, run_id: str) -> None:
-    """Ask a run to stop: a queued one never starts; a running one ends its step and saves its adapter."""
-    run = store.get_run(run_id)
-    if run.status == "queued" and store.update_run(run_id, expect=("queued",), status="stopped", finished_at=now()):
+    """Ask a run to stop: a queued one never starts; a running one ends its step and saves its adapter.
+
+    The request is the run's status ('stopping'), which the training process reads at every step, whichever
+    process it runs in; a child of this process also gets SIGTERM so that it stops even mid-load.
+    """
+    if store.update_run(run_id, expect=("queued",), status="stopped", finished_at=now()):
         return
     run = store.get_run(run_id)
-    if run.status == "running" and run.pid:
-        if not _alive(run.pid, run_id, run_dir(store, run_id)):
-            refresh(store)
-            return
+    if run.status == "running":
         store.update_run(run_id, expect=("running",), status="stopping")
-        try:
-            os.kill(run.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            refresh(store)
-    elif run.status not in ("stopping",):
+        child = _children.get(run_id)
+        if child is not None and child.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGTERM)
+        refresh(store)
+    elif run.status != "stopping":
         raise JobError(f"Run {run_id} is {run.status}; there is nothing to stop.")
 
 
 def resume(store: Store, run_id: str) -> Run:
     """Queue a stopped or failed run again; it continues from its last checkpoint."""
-    run = store.get_run(run_id)
-    if run.status not in ("stopped", "failed"):
-        raise JobError(f"Run {run_id} is {run.status}; only a stopped or failed run can be resumed.")
     if latest_checkpoint(run_dir(store, run_id)) is None:
         raise JobError(f"Run {run_id} has no checkpoint to resume from; start a new run instead.")
-    store.update_run(run_id, status="queued", finished_at=None, exit_code=None, error="")
+    requeued = store.update_run(
+        run_id, expect=("stopped", "failed"), status="queued", finished_at=None, exit_code=None, error=""
+    )
+    if not requeued:
+        run = store.get_run(run_id)
+        raise JobError(f"Run {run_id} is {run.status}; only a stopped or failed run can be resumed.")
     return submit(store, store.get_run(run_id))
 
 
@@ -200,24 +271,39 @@ def refresh(store: Store) -> None:
         code = child.poll() if child else None
         if child is not None and code is None:
             continue
-        if child is None and _alive(run.pid, run.id, run_dir(store, run.id)):
+        if child is None and (_alive(run.pid, run_dir(store, run.id)) or _starting(run)):
             continue
         latest = store.get_run(run.id)
-        code = code if code is not None else -1
         if latest.status == "stopping" and code == -signal.SIGTERM:  # stopped before its handler was in place
             store.update_run(run.id, expect=ACTIVE, status="stopped", exit_code=code, finished_at=now())
-        elif latest.status in ACTIVE:  # the child did not write a final status
-            reason = f"signal {-code}" if code < 0 else f"exit code {code}"
-            tail = log_tail(run_dir(store, run.id), 8)
+        elif latest.status in ACTIVE:  # the process did not write a final status
             store.update_run(
                 run.id,
                 expect=ACTIVE,
                 status="failed",
                 exit_code=code,
                 finished_at=now(),
-                error=f"The training process died ({reason}). Last lines of its log:\n{tail}",
+                error=_death(store, run, code),
             )
         _children.pop(run.id, None)
+
+
+def _death(store: Store, run: Run, code: int | None) -> str:
+    if run.pid is None:
+        return "The training process never started (the app that launched it stopped first)."
+    if code is None:
+        reason = "its exit status is unknown: it was started by another process"
+    else:
+        reason = f"signal {-code}" if code < 0 else f"exit code {code}"
+    return f"The training process died ({reason}). Last lines of its log:\n{log_tail(run_dir(store, run.id), 8)}"
+
+
+def _starting(run: Run) -> bool:
+    """Claimed moments ago and its process not recorded yet (the launcher is between claim and spawn)."""
+    if run.pid is not None or not run.started_at:
+        return False
+    age = datetime.now(timezone.utc) - datetime.fromisoformat(run.started_at)
+    return age.total_seconds() < NEVER_STARTED_S
 
 
 def _identity(pid: int) -> str:
@@ -229,7 +315,7 @@ def _identity(pid: int) -> str:
     return f"{pid} {started}"
 
 
-def _alive(pid: int | None, run_id: str, folder: Path) -> bool:
+def _alive(pid: int | None, folder: Path) -> bool:
     """Is `pid` still the process training this run (the child the app started, or a CLI `train`)?"""
     if not pid:
         return False
@@ -241,40 +327,3 @@ def _alive(pid: int | None, run_id: str, folder: Path) -> bool:
     if recorded.is_file():
         return recorded.read_text(encoding="utf-8").strip() == _identity(pid).strip()
     return True  # started moments ago: its identity is not written yet
-
-
-def log_tail(folder: Path, lines: int = 20) -> str:
-    path = folder / "log.txt"
-    if not path.is_file():
-        return ""
-    text = path.read_text(encoding="utf-8", errors="replace").replace("\r", "\n")
-    return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
-
-
-def list_adapters(store: Store) -> dict[str, Path]:
-    """Trained adapters in the workspace by run id (finished or stopped runs that saved one)."""
-    adapters = {}
-    for run in store.list_runs(("done", "stopped")):
-        folder = run_dir(store, run.id) / "adapter"
-        if (folder / "adapter_config.json").is_file():
-            adapters[run.id] = folder
-    return adapters
-
-
-def adapters_for(store: Store, base: str) -> dict[str, Path]:
-    """The workspace's trained adapters that fit this base model."""
-    return {rid: path for rid, path in list_adapters(store).items() if store.get_run(rid).config.get("model") == base}
-
-
-def attach_adapter(store: Store, models: ModelManager, run_id: str) -> None:
-    """Attach a run's adapter to the loaded model under the run's id (once; later calls do nothing)."""
-    loaded = models.require()
-    if run_id == BASE_VIEW or run_id in loaded.adapters:
-        return
-    adapters = list_adapters(store)
-    if run_id not in adapters:
-        raise JobError(f"Run {run_id} has no trained adapter.")
-    base = store.get_run(run_id).config.get("model")
-    if base != loaded.base:
-        raise JobError(f"The adapter of {run_id} was trained on {base}; load that base model first.")
-    models.add_adapter(run_id, adapters[run_id])

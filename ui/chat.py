@@ -7,7 +7,7 @@ from functools import partial
 
 import gradio as gr
 
-from lab import jobs
+from lab.adapters import attach_adapter
 from lab.generate import (
     GenerationSettings,
     PromptTooLongError,
@@ -16,7 +16,8 @@ from lab.generate import (
     plain_messages,
     stream_chat,
 )
-from lab.models import BASE_VIEW, DEFAULT_MODEL, DEVICES, PRECISIONS, ModelError
+from lab.models import ModelError
+from lab.refs import BASE_VIEW, DEFAULT_MODEL, DEVICES, PRECISIONS
 from lab.store import Conversation
 from ui.context import AppContext
 
@@ -28,14 +29,7 @@ def list_models(ctx: AppContext) -> list[str]:
 
 
 def list_views(ctx: AppContext) -> list[tuple[str, str]]:
-    """'base', then every adapter that fits the loaded model (attached ones and the workspace's trained ones),
-    labelled with its run's name."""
-    loaded = ctx.models.loaded
-    if loaded is None:
-        return [(BASE_VIEW, BASE_VIEW)]
-    names = {run.id: run.name for run in ctx.store.list_runs()}
-    views = dict.fromkeys([*loaded.adapters, *jobs.adapters_for(ctx.store, loaded.base)])
-    return [(BASE_VIEW, BASE_VIEW)] + [(f"{names[v]} · {v}" if names.get(v) else v, v) for v in views]
+    return ctx.views()
 
 
 def list_conversations(ctx: AppContext) -> list[tuple[str, int]]:
@@ -92,19 +86,22 @@ def build_chat(ctx: AppContext) -> None:
                 seed = gr.Number(value=-1, precision=0, label="Seed", info="-1 = random")
                 stop = gr.Textbox(label="Stop strings", lines=2, placeholder="one per line")
             with gr.Accordion("Model", open=True):
-                model = gr.Dropdown(
-                    list_models(ctx),
-                    value=DEFAULT_MODEL,
-                    label="Base model",
-                    allow_custom_value=True,
-                    info="The embedded default, a local model folder, or a hub id",
-                )
-                with gr.Row():
-                    precision = gr.Dropdown(list(PRECISIONS), value="fp32", label="Precision")
-                    device = gr.Dropdown(list(DEVICES), value="auto", label="Device")
-                load = gr.Button("Load model")
+                # One base is loaded for everyone; on a shared app only the command line chooses it.
+                with gr.Group(visible=not ctx.shared):
+                    model = gr.Dropdown(
+                        list_models(ctx),
+                        value=DEFAULT_MODEL,
+                        label="Base model",
+                        allow_custom_value=True,
+                        info="The embedded default, a local model folder, or a hub id. "
+                        "Loading one changes the model for everyone using this app.",
+                    )
+                    with gr.Row():
+                        precision = gr.Dropdown(list(PRECISIONS), value="fp32", label="Precision")
+                        device = gr.Dropdown(list(DEVICES), value="auto", label="Device")
+                    load = gr.Button("Load model (for everyone)")
                 view = gr.Dropdown(
-                    list_views(ctx),
+                    ctx.views(),
                     value=BASE_VIEW,
                     label="Adapter",
                     elem_id="chat-adapter",
@@ -126,7 +123,7 @@ def build_chat(ctx: AppContext) -> None:
     past.focus(lambda: gr.update(choices=list_conversations(ctx)), outputs=past)
     past.select(partial(reopen, ctx), past, [chatbot, system, conversation_id])
     load.click(partial(load_model, ctx), [model, precision, device], view)
-    view.focus(lambda: gr.update(choices=list_views(ctx)), outputs=view)
+    view.focus(lambda: gr.update(choices=ctx.views()), outputs=view)
 
 
 def add_message(ctx: AppContext, text: str, history: list, system: str, conversation_id: int | None, max_new: float):
@@ -185,11 +182,11 @@ def bot_reply(
         time.sleep(0.5)
     history[-1]["content"] = ""
     try:
-        jobs.attach_adapter(ctx.store, ctx.models, view)
+        attach_adapter(ctx.store, ctx.models, view)
         for text in stream_chat(partial(ctx.models.use, view), messages, settings):
             history[-1]["content"] = text
             yield history
-    except (ModelError, PromptTooLongError, jobs.JobError) as err:
+    except (ModelError, PromptTooLongError) as err:
         gr.Warning(str(err))  # a warning, so the conversation stays on screen
     finally:
         save(ctx, conversation_id, history, system)
@@ -204,10 +201,13 @@ def reopen(ctx: AppContext, conversation_id: int | None):
 
 
 def load_model(ctx: AppContext, model: str, precision: str, device: str):
+    """Load another base for everyone (refused on a shared app, where only the command line chooses it)."""
+    if ctx.shared:
+        raise gr.Error("On a shared app only the command line chooses the base model.")
     try:
         ctx.models.load(model or DEFAULT_MODEL, precision, device)
     except ModelError as err:
         gr.Warning(str(err))
         return gr.skip()
-    gr.Info(f"Loaded {ctx.models.loaded.describe()}")
-    return gr.update(choices=list_views(ctx), value=BASE_VIEW)
+    gr.Info(f"Loaded {ctx.models.loaded.describe()} for everyone using this app.")
+    return gr.update(choices=ctx.views(), value=BASE_VIEW)

@@ -15,7 +15,7 @@ from lab.models import BASE_VIEW, ModelError
 from lab.presets import demonstration_sets, load_question_set, question_sets
 from lab.store import CATEGORIES, ORIGINS
 from ui.context import AppContext
-from ui.prompting import DOWNLOAD_JS, session_folder
+from ui.downloads import DOWNLOAD_JS, session_folder
 
 TABLE_COLUMNS = ["id", "prompt", "response", "category", "origin", "status", "author", "tags"]
 TURN_COLUMNS = ["role", "content"]

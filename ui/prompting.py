@@ -2,44 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
-from lab import experiments, jobs
+from lab import experiments
+from lab.adapters import attach_adapter
 from lab.models import BASE_VIEW, ModelError
 from lab.presets import load_question_set, question_sets
-from ui.chat import list_views
 from ui.context import AppContext
+from ui.downloads import DOWNLOAD_JS, session_folder
 
 VARIANT_COLUMNS = ["name", "system", "template"]
 STARTER = "starter: "
-# A DownloadButton downloads the file it already holds when clicked, before any handler runs; so Export writes the
-# file into a DownloadButton, then this saves it, keeping the download to one click.
-DOWNLOAD_JS = """(file) => {
-    if (!file || !file.url) return;
-    const link = document.createElement("a");
-    link.href = file.url;
-    link.download = file.orig_name || "";
-    document.body.appendChild(link);
-    link.click();
-    link.remove();
-}"""
-
-
-def session_folder(ctx: AppContext, request: gr.Request | None) -> Path:
-    """This browser session's own export folder, so that two people exporting at once never get each other's file.
-
-    Named by a hash of the session id, since the browser sends that id and it must never become a path.
-    """
-    session = getattr(request, "session_hash", None) or "no-session"
-    folder = ctx.exports / hashlib.sha256(session.encode()).hexdigest()[:24]
-    folder.mkdir(mode=0o700, exist_ok=True)
-    return folder
 
 
 def list_experiments(ctx: AppContext) -> list[tuple[str, str]]:
@@ -114,7 +91,7 @@ def build_prompting(ctx: AppContext) -> PromptingView:
         temperature = gr.Slider(0, 2, value=0.0, step=0.05, label="Temperature", info="0 = greedy, reproducible")
         max_new = gr.Slider(8, 512, value=96, step=8, label="Max new tokens")
         seed = gr.Number(value=0, precision=0, label="Seed")
-        view = gr.Dropdown(list_views(ctx), value=BASE_VIEW, label="Adapter")
+        view = gr.Dropdown(ctx.views(), value=BASE_VIEW, label="Adapter")
     with gr.Row():
         save_button = gr.Button("Save")
         run = gr.Button("Run", variant="primary", elem_id="run-experiment")
@@ -186,7 +163,7 @@ def build_prompting(ctx: AppContext) -> PromptingView:
     for button, rating in ((good, 1), (bad, -1), (unmark, None)):
         button.click(partial(rate, ctx, ui, rating=rating), [ui.experiment_id, ui.selected_cell], ui.results)
     export.click(on_export, ui.experiment_id, download).success(None, download, js=DOWNLOAD_JS)
-    view.focus(lambda: gr.update(choices=list_views(ctx)), outputs=view)
+    view.focus(lambda: gr.update(choices=ctx.views()), outputs=view)
     return ui
 
 
@@ -308,7 +285,7 @@ def run_experiment(ctx: AppContext, ui: PromptingView, experiment_id: int | None
     progress((0, None), desc=ctx.models.status)
     ctx.wait_for_model()
     try:
-        jobs.attach_adapter(ctx.store, ctx.models, view)
+        attach_adapter(ctx.store, ctx.models, view)
         for step in experiments.run_experiment(ctx.store, ctx.models, experiment_id, view=view):
             progress((step.done, step.total), desc=f"{step.variant}: {step.question[:50]}")
             yield show_results(ctx, ui, experiment_id, f"Running… {step.done} of {step.total} cells done.")

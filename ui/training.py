@@ -1,116 +1,91 @@
-"""Training tab: start an SFT run from the demonstrations, watch it live, stop, resume, compare runs."""
+"""Training tab: pick a method, start a run on its data, watch it live, stop, resume, compare runs.
+
+The form, the data picker and the curve panels are generated from the method registry (lab.train.METHODS):
+a new method shows up here without a change to this file.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from functools import partial
 
 import gradio as gr
 import pandas as pd
 
-from lab import jobs
+from lab import Lab, jobs
 from lab.curves import curves, progress
 from lab.store import ORIGINS
-from lab.train import METHODS
-from lab.train.common import config_for, read_metrics, read_samples
-from ui.context import AppContext
+from lab.train import METHODS, get_method
+from lab.train.config import config_from_preset, describe_range, form_fields, group_of
+from lab.train.runs import MetricsTail, log_tail, read_samples
 
-RUN_COLUMNS = ["id", "name", "status", "steps", "final loss", "created"]
-FORM_FIELDS = [  # the fields of SFTRunConfig shown in the form; the rest come from the model preset
-    "learning_rate",
-    "epochs",
-    "max_steps",
-    "batch_size",
-    "grad_accum",
-    "max_length",
-    "eval_fraction",
-    "lora_r",
-    "lora_alpha",
-    "lora_dropout",
-    "target_modules",
-    "seed",
-    "save_steps",
-]
+RUN_COLUMNS = ["id", "name", "method", "status", "steps", "final loss", "created"]
+NEW_ADAPTER = "(new adapter)"
 
 
-def runs_table(ctx: AppContext) -> pd.DataFrame:
-    rows = []
-    for run in ctx.store.list_runs():
-        metrics = read_metrics(jobs.run_dir(ctx.store, run.id))
-        losses = [r["loss"] for r in metrics if "loss" in r]
-        rows.append(
-            {
-                "id": run.id,
-                "name": run.name,
-                "method": run.method,
-                "status": run.status,
-                "model": run.config.get("model", ""),
-                "steps": metrics[-1]["step"] if metrics else 0,
-                "final loss": round(losses[-1], 4) if losses else None,
-                "created": run.created_at[:19].replace("T", " "),
-            }
-        )
-    return pd.DataFrame(rows, columns=RUN_COLUMNS)
-
-
-def _component(spec: dataclasses.Field, value):
-    """A form control for one config field, with the field's help text as its tooltip."""
-    help_text = spec.metadata.get("help", "")
-    if isinstance(spec.default, bool):
-        return gr.Checkbox(value=value, label=spec.name, info=help_text)
-    if isinstance(spec.default, int | float):
-        precision = 0 if isinstance(spec.default, int) else None
-        return gr.Number(value=value, label=spec.name, info=help_text, precision=precision)
-    return gr.Textbox(value=value, label=spec.name, info=help_text)
-
-
-def build_training(ctx: AppContext) -> None:
-    fields = {f.name: f for f in dataclasses.fields(METHODS["sft"].config)}
+def build_training(ctx: Lab) -> None:
+    tails = gr.State({})  # run id → MetricsTail: this browser reads only what each run appended since its last poll
     first_preset = "cpu-default" if "cpu-default" in ctx.model_presets else next(iter(ctx.model_presets))
-    defaults = dict(zip(FORM_FIELDS, preset_values(ctx, first_preset), strict=True))
+    first_method = next(iter(METHODS))
+    forms: dict[str, dict[str, gr.components.Component]] = {}
+    groups: dict[str, gr.Group] = {}
     with gr.Row():
         with gr.Column(scale=2):
-            gr.Markdown("### New SFT run")
+            gr.Markdown("### New run")
             with gr.Row():
+                method = gr.Dropdown(
+                    [(f"{m.name}: {m.summary}", m.name) for m in METHODS.values()],
+                    value=first_method,
+                    label="Method",
+                    elem_id="train-method",
+                )
                 preset = gr.Dropdown(
                     list(ctx.model_presets),
-                    value="cpu-default",
+                    value=first_preset,
                     label="Model preset",
                     info="Model, precision (4bit = QLoRA), LoRA defaults and lengths for your hardware",
                 )
+            with gr.Row():
                 name = gr.Textbox(label="Run name", placeholder="optional")
-            start_from = gr.Dropdown(
-                ["(new adapter)"],
-                value="(new adapter)",
-                label="Start from",
-                info="A new LoRA adapter on the base, or continue training a trained one",
-            )
+                start_from = gr.Dropdown(
+                    [NEW_ADAPTER],
+                    value=NEW_ADAPTER,
+                    label="Start from",
+                    info="A new LoRA adapter, or continue a chat adapter trained on the preset's base",
+                )
             origins = gr.CheckboxGroup(
                 list(ORIGINS),
                 value=list(ORIGINS),
                 label="Train on demonstrations written by",
                 info="Compare human-only, teacher-only or both",
+                visible=METHODS[first_method].data == "demonstrations",
+            )
+            exclude = gr.Dropdown(
+                [],
+                multiselect=True,
+                label="Leave out these annotators' votes",
+                visible=METHODS[first_method].data == "preferences",
             )
             data_file = gr.File(
                 label="…or train on a file instead (JSONL, JSON, CSV or Parquet)",
                 file_types=[".jsonl", ".json", ".csv", ".parquet"],
             )
             with gr.Accordion("Hyperparameters", open=False):
-                controls = []
-                for first in range(0, len(FORM_FIELDS), 3):
-                    with gr.Row():
-                        controls += [_component(fields[n], defaults[n]) for n in FORM_FIELDS[first : first + 3]]
-            preset.change(partial(preset_values, ctx), preset, controls)
+                for spec in METHODS.values():
+                    values = _preset_config(ctx, spec.name, first_preset)
+                    with gr.Group(visible=spec.name == first_method) as groups[spec.name]:
+                        forms[spec.name] = _form(spec.config, values)
             start = gr.Button("Start training", variant="primary", elem_id="start-run")
             start_message = gr.Markdown(elem_id="start-message")
         with gr.Column(scale=3):
             gr.Markdown("### Runs")
             table = gr.Dataframe(
-                runs_table(ctx),
+                pd.DataFrame(columns=RUN_COLUMNS),
                 interactive=False,
                 max_height=260,
                 elem_id="runs-table",
-                column_widths=["34%", "16%", "12%", "10%", "12%", "16%"],
+                column_widths=["30%", "14%", "8%", "10%", "8%", "12%", "18%"],
             )
             with gr.Row():
                 selected = gr.Dropdown([], label="Run", scale=3, elem_id="run-picker")
@@ -127,86 +102,202 @@ def build_training(ctx: AppContext) -> None:
         config_view = gr.Code(language="yaml", label="config.yaml")
         log = gr.Textbox(label="Last lines of log.txt", lines=10, max_lines=20)
 
-    watch = [selected, compare]
-    details = [status, plot, samples, config_view, log]
-    timer = gr.Timer(2.0)
-    timer.tick(partial(poll, ctx), watch, [table, *details], show_progress="hidden")
-    selected.focus(partial(list_runs, ctx), outputs=selected)
-    compare.focus(partial(list_runs, ctx), outputs=compare)
-    start_from.focus(partial(list_starts, ctx), outputs=start_from)
-    for control in watch:
-        control.change(partial(show_run, ctx), watch, details)
+    controls = [c for form in forms.values() for c in form.values()]
+    details = [status, plot, samples, config_view, log, tails]
+
+    def pick_method(chosen: str):
+        spec = get_method(chosen)
+        shown = {groups[m]: gr.update(visible=m == chosen) for m in groups}
+        return {
+            **shown,
+            origins: gr.update(visible=spec.data == "demonstrations"),
+            exclude: gr.update(visible=spec.data == "preferences", choices=_annotators(ctx)),
+        }
+
+    def fill_form(chosen_preset: str):
+        try:
+            configs = {m: _preset_config(ctx, m, chosen_preset) for m in forms}
+        except ValueError as err:
+            gr.Warning(str(err))
+            return {}
+        return {forms[m][f]: getattr(configs[m], f) for m in forms for f in forms[m]}
+
+    form = NewRunForm(method, preset, name, start_from, origins, exclude, data_file, forms)
+
+    def start_run(values: dict):
+        message, run_id = _start_run(ctx, form, values)
+        return {start_message: message, selected: gr.update(choices=_run_choices(ctx), value=run_id)}
+
+    method.change(pick_method, method, [*groups.values(), origins, exclude])
+    preset.change(fill_form, preset, controls)
+    gr.Timer(2.0).tick(partial(poll, ctx), [selected, compare, tails], [table, *details], show_progress="hidden")
+    selected.focus(lambda: gr.update(choices=_run_choices(ctx)), outputs=selected)
+    compare.focus(lambda: gr.update(choices=_run_choices(ctx)), outputs=compare)
+    start_from.focus(partial(list_starts, ctx), preset, start_from)
+    exclude.focus(lambda: gr.update(choices=_annotators(ctx)), outputs=exclude)
+    for control in (selected, compare):
+        control.change(partial(show_run, ctx), [selected, compare, tails], details)
     start.click(
-        partial(start_run, ctx), [preset, name, start_from, origins, data_file, *controls], [start_message, selected]
+        start_run,
+        {method, preset, name, start_from, origins, exclude, data_file, *controls},
+        [start_message, selected],
     )
     stop.click(partial(stop_run, ctx), selected, status)
     resume.click(partial(resume_run, ctx), selected, status)
 
 
-def preset_values(ctx: AppContext, preset: str) -> list:
-    """The form's values for a model preset: its LoRA settings and lengths, the method's defaults elsewhere."""
-    config = config_for(METHODS["sft"].config, ctx.model_presets[preset])
-    return [getattr(config, name) for name in FORM_FIELDS]
+def _form(config_cls: type, values) -> dict[str, gr.components.Component]:
+    """One control per form field of a method's config, grouped as the config groups them, help as the tooltip."""
+    controls, current = {}, None
+    for spec in form_fields(config_cls):
+        group = group_of(config_cls, spec.name)
+        if group != current:
+            gr.Markdown(f"**{group}**")
+            current = group
+        controls[spec.name] = _component(spec, getattr(values, spec.name))
+    return controls
 
 
-def list_runs(ctx: AppContext):
-    return gr.update(choices=[(f"{r.name or r.id} · {r.status}", r.id) for r in ctx.store.list_runs()])
+def _component(spec: dataclasses.Field, value):
+    bounds = describe_range(spec)
+    help_text = spec.metadata.get("help", "") + (f" ({bounds})" if bounds else "")
+    if isinstance(spec.default, bool):
+        return gr.Checkbox(value=value, label=spec.name, info=help_text)
+    if isinstance(spec.default, int | float):
+        precision = 0 if isinstance(spec.default, int) else None
+        return gr.Number(value=value, label=spec.name, info=help_text, precision=precision)
+    return gr.Textbox(value=value, label=spec.name, info=help_text)
 
 
-def list_starts(ctx: AppContext):
-    return gr.update(choices=["(new adapter)", *jobs.list_adapters(ctx.store)])
+def _preset_config(ctx: Lab, method: str, preset: str):
+    return config_from_preset(get_method(method).config, ctx.model_presets[preset], where=f"preset {preset}")
 
 
-def start_run(
-    ctx: AppContext, preset: str, name: str, start_from: str, origins: list[str], data_file: str | None, *values
-):
-    """Check the form into a config (one sentence if wrong), then queue the run; it starts when the device is free."""
-    overrides = dict(zip(FORM_FIELDS, values, strict=True))
+def _run_choices(ctx: Lab) -> list[tuple[str, str]]:
+    return [(f"{r.name or r.id} · {r.method} · {r.status}", r.id) for r in ctx.store.list_runs()]
+
+
+def _annotators(ctx: Lab) -> list[str]:
+    return sorted({c.annotator for c in ctx.store.list_comparisons() if c.annotator})
+
+
+def list_starts(ctx: Lab, preset: str):
+    """A new adapter, or a chat adapter trained on the preset's base (another base's adapter cannot continue)."""
+    adapters = ctx.adapters(kind="chat", base=ctx.model_presets[preset].model)
+    return gr.update(choices=[NEW_ADAPTER, *((a.label, a.run_id) for a in adapters.values())])
+
+
+@dataclass
+class NewRunForm:
+    """The components of the new-run form, so the start handler reads the values it was given by component."""
+
+    method: gr.Dropdown
+    preset: gr.Dropdown
+    name: gr.Textbox
+    start_from: gr.Dropdown
+    origins: gr.CheckboxGroup
+    exclude: gr.Dropdown
+    data_file: gr.File
+    fields: dict[str, dict[str, gr.components.Component]]  # method → config field → control
+
+
+def _start_run(ctx: Lab, form: NewRunForm, values: dict) -> tuple[str, str]:
+    """Check the form into a config (one sentence if wrong), then queue the run; it starts when the device is free.
+    Returns the message and the run's id."""
+    spec = get_method(values[form.method])
+    overrides = {field: values[control] for field, control in form.fields[spec.name].items()}
     empty = [key for key, value in overrides.items() if value is None or value == ""]
     if empty:
         raise gr.Error(f"Fill in {empty[0]} (Hyperparameters).")
-    if not origins and not data_file:
-        raise gr.Error("Tick at least one origin of demonstrations to train on, or upload a data file.")
-    if start_from and start_from != "(new adapter)":
-        overrides["init_adapter"] = str(jobs.list_adapters(ctx.store)[start_from])
+    chosen_start = values[form.start_from]
+    if chosen_start and chosen_start != NEW_ADAPTER:
+        overrides["init_adapter"] = str(ctx.adapters(kind="chat")[chosen_start].path)
+    data_file, options = values[form.data_file] or "", {}
+    if spec.data == "demonstrations":
+        if not values[form.origins] and not data_file:
+            raise gr.Error("Tick at least one origin of demonstrations to train on, or upload a data file.")
+        options["origins"] = values[form.origins]
+    elif spec.data == "preferences":
+        options["exclude_annotators"] = values[form.exclude] or []
     try:
-        config = config_for(METHODS["sft"].config, ctx.model_presets[preset], overrides, where="form")
-        run = jobs.prepare(ctx.store, "sft", config, name=name.strip(), data_file=data_file or "", origins=origins)
+        config = config_from_preset(spec.config, ctx.model_presets[values[form.preset]], overrides, where="form")
+        run = jobs.prepare(ctx.store, spec.name, config, name=values[form.name].strip(), data_file=data_file, **options)
         run = jobs.submit(ctx.store, run)
     except (ValueError, KeyError) as err:
         raise gr.Error(str(err).strip("'\"")) from err
     where = "started" if run.status == "running" else "queued: it starts when the current run ends"
-    return f"Run **{run.id}** {where}.", gr.update(choices=[run.id], value=run.id)
+    return f"Run **{run.id}** {where}.", run.id
 
 
-def poll(ctx: AppContext, run_id: str | None, other: str | None):
-    """Every two seconds: repair dead runs, start the next queued one, and refresh what is on screen."""
-    jobs.start_next(ctx.store)
-    return runs_table(ctx), *show_run(ctx, run_id, other)
+def runs_table(ctx: Lab, tails: dict[str, MetricsTail]) -> pd.DataFrame:
+    rows = []
+    for run in ctx.store.list_runs():
+        metrics = _tail(ctx, tails, run.id).read()
+        losses = [r["loss"] for r in metrics if "loss" in r]
+        rows.append(
+            {
+                "id": run.id,
+                "name": run.name,
+                "method": run.method,
+                "status": run.status,
+                "steps": metrics[-1]["step"] if metrics else 0,
+                "final loss": round(losses[-1], 4) if losses else None,
+                "created": run.created_at[:19].replace("T", " "),
+            }
+        )
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
-def show_run(ctx: AppContext, run_id: str | None, other: str | None):
+def _tail(ctx: Lab, tails: dict[str, MetricsTail], run_id: str) -> MetricsTail:
+    if run_id not in tails:
+        tails[run_id] = MetricsTail(jobs.run_dir(ctx.store, run_id))
+    return tails[run_id]
+
+
+def poll(ctx: Lab, run_id: str | None, other: str | None, tails: dict):
+    """Every two seconds: repair dead runs and refresh what is on screen from what the runs appended."""
+    jobs.refresh(ctx.store)
+    return runs_table(ctx, tails), *show_run(ctx, run_id, other, tails)
+
+
+def show_run(ctx: Lab, run_id: str | None, other: str | None, tails: dict):
     if not run_id:
-        return "Pick a run to see its progress and curves.", None, None, "", ""
+        return "Pick a run to see its progress and curves.", None, None, "", "", tails
     run = ctx.store.get_run(run_id)
+    spec = get_method(run.method)
     folder = jobs.run_dir(ctx.store, run_id)
-    rows = read_metrics(folder)
+    rows = _tail(ctx, tails, run_id).read()
     fraction, text = progress(rows, run.status)
     bar = f"<progress value='{fraction:.3f}' max='1' style='width:100%'></progress>"
-    lines = [f"**{run.name or run.id}** · {run.status} · {text}", bar]
+    lines = [f"**{run.name or run.id}** · {run.method} · {run.status} · {text}", bar, provenance_text(run)]
     if run.status in ("done", "stopped") and (folder / "adapter").is_dir():
-        lines.append(f"Adapter: `{folder / 'adapter'}`; pick **{run.id}** as the adapter in the Chat tab.")
+        where = "the Chat tab's adapter picker" if spec.adapter_kind == "chat" else "the reward model pickers"
+        lines.append(f"Adapter: `{folder / 'adapter'}`; pick **{run.id}** in {where}.")
     if run.error:
         lines.append(f"**Error:** {run.error}")
     series = {run.name or run.id: rows}
     if other and other != run_id:
-        series[ctx.store.get_run(other).name or other] = read_metrics(jobs.run_dir(ctx.store, other))
+        series[ctx.store.get_run(other).name or other] = _tail(ctx, tails, other).read()
     config = (folder / "config.yaml").read_text(encoding="utf-8") if (folder / "config.yaml").is_file() else ""
     answers = pd.DataFrame(read_samples(folder)[::-1], columns=["step", "prompt", "completion"])
-    return "\n\n".join(lines), curves(series), answers, config, jobs.log_tail(folder, 20)
+    return "\n\n".join(lines), curves(series, spec.panels), answers, config, log_tail(folder, 20), tails
 
 
-def stop_run(ctx: AppContext, run_id: str | None) -> str:
+def provenance_text(run) -> str:
+    """Where a run came from, in one line: base, parent adapter, data (rows and hash), reward model."""
+    p = run.provenance or {}
+    data = p.get("data") or {}
+    parent = p.get("parent_adapter") or {}
+    parts = [f"base `{p.get('base_model') or run.config.get('model', '')}`"]
+    parts.append(f"from run `{parent['run']}`" if parent.get("run") else "new adapter")
+    if data:
+        parts.append(f"data: {data['source']}, {data['rows']} rows (sha256 {data['sha256'][:12]})")
+    if p.get("reward_model"):
+        parts.append(f"reward model `{p['reward_model']}`")
+    return "Provenance: " + " · ".join(parts)
+
+
+def stop_run(ctx: Lab, run_id: str | None) -> str:
     if not run_id:
         raise gr.Error("Pick a run first.")
     try:
@@ -216,7 +307,7 @@ def stop_run(ctx: AppContext, run_id: str | None) -> str:
     return "Stopping: the current step finishes, then the adapter is saved."
 
 
-def resume_run(ctx: AppContext, run_id: str | None) -> str:
+def resume_run(ctx: Lab, run_id: str | None) -> str:
     if not run_id:
         raise gr.Error("Pick a run first.")
     try:

@@ -1,16 +1,78 @@
-"""Training methods, one module each; METHODS maps a method name to its config, runner and data snapshot."""
+"""The training methods, one module each, and the registry that the Training tab, the CLI and `Lab.train` read.
+
+A method declares its config dataclass (shared groups plus its own fields), the
+data it trains on, what it produces and the curves worth watching; its module
+holds a `build(config, run_dir) -> trainer` and nothing else. Adding a method is
+one module and one `register(...)` line here: the form, the CLI flags, the data
+snapshot, the curves and the adapter listings follow from this entry.
+"""
+
+from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lab.train.sft import SFTRunConfig, run_sft, snapshot_data
+from lab.train import sft
+from lab.train.config import RunConfig
+
+DATA = ("demonstrations", "preferences", "prompts")
+PRODUCTS = {"chat-adapter": "chat", "reward-model": "reward", "report": None}  # product → adapter kind it lists as
+
+LOSS_PANELS = (("loss", "training loss"), ("eval_loss", "validation loss"))
+SYSTEM_PANELS = (
+    ("learning_rate", "learning rate"),
+    ("grad_norm", "gradient norm"),
+    ("tokens_per_second", "tokens / s"),
+    ("memory_mb", "peak memory (MiB)"),
+)
 
 
 @dataclass(frozen=True)
 class Method:
-    config: type
-    run: Callable  # (config, run_dir, resume) -> adapter folder
-    snapshot: Callable  # (store, run_dir, data_file, origins) -> data file in the run folder
+    """One training method as the rest of the lab sees it."""
+
+    name: str
+    summary: str  # one line for the form and `--help`
+    config: type[RunConfig]
+    data: str  # one of DATA: what it trains on
+    produces: str  # one of PRODUCTS
+    panels: tuple[tuple[str, str], ...]  # (metric key in metrics.jsonl, panel title)
+    build: Callable  # (config, run_dir) -> a transformers Trainer, built in the training process
+
+    def __post_init__(self) -> None:
+        if self.data not in DATA or self.produces not in PRODUCTS:
+            raise ValueError(f"method {self.name}: data must be one of {DATA}, produces one of {tuple(PRODUCTS)}")
+
+    @property
+    def adapter_kind(self) -> str | None:
+        """'chat' or 'reward' for the adapter a finished run leaves, None for a report."""
+        return PRODUCTS[self.produces]
 
 
-METHODS = {"sft": Method(SFTRunConfig, run_sft, snapshot_data)}
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    if method.name in METHODS:
+        raise ValueError(f"a method named '{method.name}' is already registered")
+    METHODS[method.name] = method
+    return method
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"Unknown training method '{name}': choose one of {', '.join(METHODS)}.")
+    return METHODS[name]
+
+
+register(
+    Method(
+        name="sft",
+        summary="Supervised fine-tuning on demonstrations (the ideal responses), loss on the assistant turns.",
+        config=sft.SFTRunConfig,
+        data="demonstrations",
+        produces="chat-adapter",
+        panels=LOSS_PANELS + SYSTEM_PANELS,
+        build=sft.build,
+    )
+)

@@ -1,17 +1,27 @@
-"""TRL/transformers callbacks shared by every method: metrics rows for the UI, and stop at a step boundary.
+"""TRL/transformers callbacks: metrics rows for the UI, stop at a step boundary, samples while training.
 
-Kept apart from common.py so that importing the lab (and starting the app) does not import the trainer stack.
+Imported only by the training process, never on the app's path to its first page.
 """
 
 from __future__ import annotations
 
 import json
+import resource
+import sys
 import time
 from pathlib import Path
 
+import torch
 from transformers import TrainerCallback
 
-from lab.train.common import STOP_REQUESTED, peak_memory_mb
+from lab.train.runs import StopSignal
+
+
+def peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 class MetricsCallback(TrainerCallback):
@@ -40,10 +50,13 @@ class MetricsCallback(TrainerCallback):
 
 
 class StopCallback(TrainerCallback):
-    """Ends training at the next step boundary once a stop was requested; the caller then saves the adapter."""
+    """Ends training at the next step boundary once this run's stop is set; the caller then saves the adapter."""
+
+    def __init__(self, stop: StopSignal) -> None:
+        self.stop = stop
 
     def on_step_end(self, args, state, control, **kwargs):
-        if STOP_REQUESTED.is_set() and not control.should_training_stop:
+        if self.stop.is_set() and not control.should_training_stop:
             print("Stop requested: the adapter learned so far is being saved.", flush=True)
             control.should_training_stop = True
             control.should_save = True  # a checkpoint to resume from
@@ -63,8 +76,6 @@ class SamplesCallback(TrainerCallback):
             self.sample(state.global_step, model, processing_class)
 
     def sample(self, step: int, model, tokenizer) -> None:
-        import torch
-
         was_training = model.training
         model.eval()
         with torch.inference_mode(), self.path.open("a", encoding="utf-8") as f:

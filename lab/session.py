@@ -1,0 +1,278 @@
+"""`Lab`: the whole recipe as a Python object, the one way in that the app, the CLI and notebooks share.
+
+    from lab import Lab
+
+    lab = Lab("workspace")                      # the SQLite workspace and its runs folder
+    lab.load()                                  # the embedded default model (or a folder, a hub id)
+    print(lab.generate("Why is the sky blue?", max_new_tokens=32))
+    lab.import_file("demos.jsonl")              # demonstrations or preferences, detected, all or nothing
+    run = lab.train("sft", max_steps=20)        # a child process on the job engine
+    run.wait()
+    run.metrics                                 # a pandas DataFrame, one row per logged step
+    print(lab.generate("Hi", adapter=run.id))   # chat with what it learned
+
+Heavy libraries (torch, transformers, TRL) load when first needed, not on import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lab.models import ModelError, ModelManager
+from lab.presets import (
+    ExperimentPreset,
+    ModelPreset,
+    ScenarioPreset,
+    experiment_presets,
+    model_presets,
+    scenario_presets,
+)
+from lab.refs import BASE_VIEW, DEFAULT_MODEL
+from lab.store import Store
+
+
+@dataclass
+class TrainingRun:
+    """A run on the job engine, as a notebook sees it: status, metrics, curves, wait and stop."""
+
+    lab: Lab
+    id: str
+
+    def __repr__(self) -> str:
+        return f"TrainingRun({self.id!r}, method={self.record.method!r}, status={self.status!r})"
+
+    @property
+    def record(self):
+        """The run's row in the workspace (lab.store.Run)."""
+        return self.lab.store.get_run(self.id)
+
+    @property
+    def status(self) -> str:
+        from lab import jobs
+
+        jobs.refresh(self.lab.store)
+        return self.record.status
+
+    @property
+    def folder(self) -> Path:
+        return self.lab.store.runs_dir / self.id
+
+    @property
+    def adapter(self) -> Path | None:
+        """The saved adapter folder, once the run is done or stopped."""
+        path = self.folder / "adapter"
+        return path if (path / "adapter_config.json").is_file() else None
+
+    @property
+    def metrics(self):
+        """One row per logged step (step, loss, learning_rate, …) as a pandas DataFrame."""
+        import pandas as pd
+
+        from lab.train.runs import read_metrics
+
+        return pd.DataFrame(read_metrics(self.folder))
+
+    def figure(self):
+        """The method's curve panels as a plotly figure."""
+        from lab.curves import curves
+        from lab.train import get_method
+        from lab.train.runs import read_metrics
+
+        panels = get_method(self.record.method).panels
+        return curves({self.record.name or self.id: read_metrics(self.folder)}, panels)
+
+    def wait(self, timeout: float | None = None, poll_s: float = 1.0) -> str:
+        """Block until the run has finished (driving the queue, so it needs no app); returns its final status."""
+        from lab import jobs
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (status := self.status) not in jobs.FINISHED:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"Run {self.id} is still {status} after {timeout} s.")
+            jobs.start_next(self.lab.store)
+            time.sleep(poll_s)
+        return status
+
+    def stop(self) -> None:
+        """Stop at the end of the current step; the adapter learned so far is saved."""
+        from lab import jobs
+
+        jobs.stop(self.lab.store, self.id)
+
+    def resume(self) -> TrainingRun:
+        from lab import jobs
+
+        jobs.resume(self.lab.store, self.id)
+        return self
+
+
+class Lab:
+    """One workspace and the one loaded model, with the presets; everything else is a method on it.
+
+    `shared=True` (the app behind --share or a non-local host) means only the command line chooses the base model.
+    """
+
+    def __init__(self, workspace: str | Path | Store | None = None, *, shared: bool = False) -> None:
+        self.store = workspace if isinstance(workspace, Store) else Store(workspace)
+        self.models = ModelManager()
+        self.model_presets: dict[str, ModelPreset] = model_presets()
+        self.experiment_presets: dict[str, ExperimentPreset] = experiment_presets()
+        self.scenarios: dict[str, ScenarioPreset] = scenario_presets()
+        self.shared = shared
+        # Downloads are written here: private to this process (mode 0700), one subfolder per browser session.
+        self.exports = Path(tempfile.mkdtemp(prefix="alignment-lab-exports-"))
+        self._loader: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"Lab({str(self.store.root)!r}, model={self.models.status!r})"
+
+    # the model
+
+    def load(self, model: str = DEFAULT_MODEL, precision: str = "fp32", device: str = "auto"):
+        """Load a base model (freeing the previous one) and return it; every view of it shares these weights."""
+        return self.models.load(model, precision, device)
+
+    def load_in_background(self, model: str, precision: str, device: str) -> None:
+        """Start loading without blocking (the app serves its page meanwhile); progress is in `models.status`."""
+
+        def work() -> None:
+            # The manager's status holds the one-sentence reason, which the UI shows.
+            with contextlib.suppress(ModelError):
+                self.models.load(model, precision, device)
+
+        self.models.loading = True
+        self._loader = threading.Thread(target=work, name="model-loader", daemon=True)
+        self._loader.start()
+
+    def wait_for_model(self, timeout: float | None = None) -> None:
+        if self._loader is not None:
+            self._loader.join(timeout)
+
+    def views(self) -> list[tuple[str, str]]:
+        """(label, view) pairs that fit the loaded base: 'base' and its chat adapters."""
+        from lab.adapters import list_views
+
+        return list_views(self.store, self.models)
+
+    def adapters(self, kind: str | None = "chat", base: str | None = None) -> dict:
+        """Trained adapters by run id ({run id: lab.adapters.Adapter}), of a kind and fitting a base."""
+        from lab.adapters import list_adapters
+
+        return list_adapters(self.store, base=base, kind=kind)
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        system: str | None = None,
+        adapter: str = BASE_VIEW,
+        history: list | None = None,
+        **sampling,
+    ) -> str:
+        """One reply from the loaded model (the default one is loaded first if none is), as text.
+
+        `adapter` is 'base' or a trained run's id; `sampling` are GenerationSettings fields
+        (temperature, top_p, max_new_tokens, seed, stop). Greedy unless a temperature is given.
+        """
+        from lab.adapters import attach_adapter
+        from lab.generate import GenerationSettings, build_messages
+        from lab.generate import generate as run_generate
+
+        if self.models.loaded is None:
+            self.wait_for_model()
+            if self.models.loaded is None:
+                self.load()
+        settings = GenerationSettings(**{"temperature": 0.0, **sampling})
+        attach_adapter(self.store, self.models, adapter)
+        with self.models.use(adapter) as lm:
+            return run_generate(lm, build_messages(prompt, system, history), settings).text
+
+    # data
+
+    def import_file(self, path: str | Path):
+        """Import demonstrations or preferences (the format is detected); all or nothing. Returns a report."""
+        from lab.data import import_demonstrations, read_records
+        from lab.preferences import import_preferences
+
+        columns = set(read_records(path)[0])
+        preferences = {"chosen", "rejected"} <= columns or {"prompt", "responses"} <= columns
+        return import_preferences(self.store, path) if preferences else import_demonstrations(self.store, path)
+
+    def demonstrations(self, status: str | None = "accepted", origins: list[str] | None = None) -> list:
+        """The workspace's demonstrations (lab.store.Demonstration), newest first."""
+        return self.store.list_demonstrations(origins=origins, status=status)
+
+    def export_demonstrations(self, path: str | Path, origins: list[str] | None = None) -> int:
+        """Write accepted demonstrations as TRL conversational JSONL; returns how many."""
+        from lab.data import export_demonstrations
+
+        return export_demonstrations(self.store, path, origins)
+
+    def comparisons(self, exclude_annotators: tuple[str, ...] = ()) -> list:
+        """The votes (lab.store.Comparison), oldest first."""
+        return self.store.list_comparisons(tuple(exclude_annotators))
+
+    def export_preferences(self, path: str | Path, exclude_annotators: tuple[str, ...] = (), negatives=False) -> int:
+        """Write TRL's prompt/chosen/rejected pairs (or the both-bad answers) as JSONL; returns how many rows."""
+        from lab.preferences import export_preferences
+
+        return export_preferences(self.store, path, tuple(exclude_annotators), negatives=negatives)
+
+    def leaderboard(self):
+        """Bradley-Terry scores of the model references that were compared, with 95% bootstrap intervals."""
+        from lab import arena
+
+        return arena.leaderboard(arena.battles(self.comparisons()))
+
+    def run_experiment(self, experiment_id: int, view: str = BASE_VIEW):
+        """Fill an experiment's missing cells with the loaded model; returns the grid as a DataFrame."""
+        from lab import experiments
+
+        for _ in experiments.run_experiment(self.store, self.models, experiment_id, view=view):
+            pass
+        exp = self.store.get_experiment(experiment_id)
+        return experiments.results_grid(exp, self.store.list_results(experiment_id))
+
+    # training
+
+    def config(self, method: str, preset: str = "cpu-default", **overrides: Any):
+        """The method's config from a model preset and overrides, checked (a bad key or value names the key)."""
+        from lab.train import get_method
+        from lab.train.config import config_from_preset
+
+        if preset not in self.model_presets:
+            raise ValueError(f"preset '{preset}': choose one of {', '.join(self.model_presets)}")
+        return config_from_preset(get_method(method).config, self.model_presets[preset], overrides, where=method)
+
+    def train(
+        self,
+        method: str,
+        *,
+        data: str | Path = "",
+        preset: str = "cpu-default",
+        name: str = "",
+        config=None,
+        **overrides,
+    ) -> TrainingRun:
+        """Queue a training run of `method` on the workspace's data (or the file `data`) and start it when the
+        device is free; returns the run at once. `config` is a ready config object; else `preset` + overrides."""
+        from lab import jobs
+
+        config = config if config is not None else self.config(method, preset, **overrides)
+        run = jobs.prepare(self.store, method, config, name=name, data_file=str(data or ""))
+        jobs.submit(self.store, run)
+        return TrainingRun(self, run.id)
+
+    def run(self, run_id: str) -> TrainingRun:
+        self.store.get_run(run_id)  # KeyError naming the id if there is none
+        return TrainingRun(self, run_id)
+
+    def runs(self) -> list[TrainingRun]:
+        """Every run in the workspace, newest first."""
+        return [TrainingRun(self, run.id) for run in self.store.list_runs()]
