@@ -250,14 +250,16 @@ def stop(store: Store, run_id: str) -> None:
 
 def resume(store: Store, run_id: str) -> Run:
     """Queue a stopped or failed run again; it continues from its last checkpoint."""
+    run = store.get_run(run_id)
+    if run.status not in ("stopped", "failed"):
+        raise JobError(f"Run {run_id} is {run.status}; only a stopped or failed run can be resumed.")
     if latest_checkpoint(run_dir(store, run_id)) is None:
         raise JobError(f"Run {run_id} has no checkpoint to resume from; start a new run instead.")
     requeued = store.update_run(
         run_id, expect=("stopped", "failed"), status="queued", finished_at=None, exit_code=None, error=""
     )
-    if not requeued:
-        run = store.get_run(run_id)
-        raise JobError(f"Run {run_id} is {run.status}; only a stopped or failed run can be resumed.")
+    if not requeued:  # resumed or restarted by someone else in the meantime
+        raise JobError(f"Run {run_id} is {store.get_run(run_id).status} now; it was resumed elsewhere.")
     return submit(store, store.get_run(run_id))
 
 

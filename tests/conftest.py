@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,13 @@ def _isolated_workspace(tmp_path, monkeypatch):
     """Every test gets its own workspace; the model cache stays shared (conversion is slow)."""
     monkeypatch.setenv("LAB_WORKSPACE", str(tmp_path / "workspace"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def wait_for(predicate, timeout: float = 120, what: str = "condition") -> None:
+    """Poll until `predicate()` is true; a TimeoutError names what never happened."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"timed out waiting for {what}")

@@ -73,10 +73,10 @@ def test_each_workspace_has_its_own_report(tmp_path, fits):
 
 @pytest.fixture
 def tab(store, tmp_path):
+    from lab import Lab
     from ui.arena import ArenaView
-    from ui.context import AppContext
 
-    ctx = AppContext(store)
+    ctx = Lab(store)
     ctx.exports = tmp_path / "exports"  # a fresh folder, so the test sees every file written
     ctx.exports.mkdir()
     names = [f.name for f in ArenaView.__dataclass_fields__.values() if f.name != "downloads"]
@@ -98,20 +98,20 @@ def test_a_refresh_writes_no_file_and_two_sessions_get_their_own(store, tab):
     theirs = export_files(ctx, view, ["ann"], SimpleNamespace(session_hash="session2"))
     mine, other = ours[view.downloads[0]]["value"], theirs[view.downloads[0]]
     ours_before = Path(mine).read_text()
-    assert mine.endswith("session1/preferences.jsonl") and ours_before.count("\n") == 1
+    assert mine.endswith("/preferences.jsonl") and ours_before.count("\n") == 1
     assert other["visible"] is False  # leaving the only annotator out leaves nothing to download
     assert ours[view.downloads[1]]["visible"] is False  # no both-bad votes
 
     store.add_comparison(vote("m2", "m1", annotator="bea"))
     theirs = export_files(ctx, view, ["ann"], SimpleNamespace(session_hash="session2"))
     other = theirs[view.downloads[0]]["value"]
-    assert other.endswith("session2/preferences.jsonl") and other != mine
+    assert other.endswith("/preferences.jsonl") and other != mine
     assert '"chosen": [{"role": "assistant", "content": "m2 says hi"}]' in Path(other).read_text()
     assert Path(mine).read_text() == ours_before  # the other session's export left ours alone
 
 
 def test_a_session_hash_that_is_not_a_plain_name_never_becomes_a_path(store, tab):
-    from ui.arena import session_folder
+    from ui.downloads import session_folder
 
     ctx, _ = tab
     folder = session_folder(ctx, SimpleNamespace(session_hash="../../etc"))

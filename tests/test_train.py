@@ -4,11 +4,11 @@ stop keeps a loadable adapter, a killed or orphaned run is marked failed, runs q
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import wait_for
 
 from lab import jobs
 from lab.adapters import attach_adapter
@@ -38,15 +38,6 @@ def config(tiny_model_dir, **overrides) -> SFTRunConfig:
         "eval_fraction": 0.2,
     }
     return SFTRunConfig(**{**values, **overrides})
-
-
-def wait_for(predicate, timeout: float = 120, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 def last_logits(models: ModelManager, view: str) -> torch.Tensor:
@@ -199,3 +190,27 @@ def test_a_cli_training_refuses_to_start_beside_a_running_one(store, tiny_model_
     finally:
         jobs.stop(store, run.id)
         wait_for(lambda: jobs.refresh(store) or store.get_run(run.id).status == "stopped", what="the run to stop")
+
+
+def test_the_metrics_tail_reads_only_what_was_appended(tmp_path):
+    from lab.train.runs import MetricsTail
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')  # the run is writing its second row
+    tail = MetricsTail(tmp_path)
+    assert tail.read() == [{"step": 1, "loss": 2.0}]
+    offset = tail.offset
+    with path.open("a") as f:
+        f.write('ss": 1.5}\n{"step": 3, "loss": 1.0}\n')
+    assert [r["step"] for r in tail.read()] == [1, 2, 3]
+    assert tail.offset > offset and tail.offset == path.stat().st_size
+
+
+def test_4bit_computes_in_bf16_only_on_gpus_that_have_it(monkeypatch):
+    from lab.models import _load_kwargs
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert _load_kwargs("4bit", "cuda")["quantization_config"].bnb_4bit_compute_dtype == torch.float16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert _load_kwargs("4bit", "cuda")["quantization_config"].bnb_4bit_compute_dtype == torch.bfloat16
+    assert _load_kwargs("4bit", "cpu")["quantization_config"].bnb_4bit_compute_dtype == torch.float32

@@ -5,8 +5,8 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
+from lab import Lab
 from lab.store import ORIGINS, Demonstration, Experiment, Result, Store
-from ui.context import AppContext
 from ui.demonstrations import build_demonstrations, export_accepted, refresh_table
 from ui.prompting import build_prompting, export_results, open_experiment, save_experiment, show_results
 
@@ -15,7 +15,7 @@ HI = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello
 
 @pytest.fixture
 def tabs(tmp_path):
-    ctx = AppContext(Store(tmp_path / "workspace"))
+    ctx = Lab(Store(tmp_path / "workspace"))
     ctx.exports = tmp_path / "exports"
     ctx.exports.mkdir()
     with gr.Blocks() as app:
@@ -29,7 +29,7 @@ def exported(update: dict) -> str:
     return update["value"]
 
 
-def files(ctx: AppContext) -> list:
+def files(ctx: Lab) -> list:
     return sorted(p for p in ctx.exports.rglob("*") if p.is_file())
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lab import jobs
+from lab import Lab, jobs
 from lab.experiments import seed_prompt_pool
 from lab.models import DEFAULT_MODEL, DEVICES, PRECISIONS
 from lab.presets import question_sets
 from lab.store import Store
 from ui.app import CSS, build_app
-from ui.context import AppContext
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -39,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     store = Store(args.workspace)
     seed_prompt_pool(store, question_sets())
     jobs.watch(store)  # repairs runs left "running" by a previous app, then keeps the queue moving
-    ctx = AppContext(store)
+    ctx = Lab(store, shared=args.share or args.host not in LOCAL_HOSTS)
     ctx.load_in_background(args.model, args.precision, args.device)
     app = build_app(ctx)
     auth = tuple(args.auth.split(":", 1)) if args.auth else None

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import gradio as gr
 
+from lab import Lab
 from ui.arena import build_arena
 from ui.chat import build_chat
-from ui.context import AppContext
 from ui.demonstrations import build_demonstrations
 from ui.prompting import build_prompting
 from ui.ranking import build_ranking
@@ -18,7 +18,7 @@ CSS = """
 """
 
 
-def build_app(ctx: AppContext) -> gr.Blocks:
+def build_app(ctx: Lab) -> gr.Blocks:
     with gr.Blocks(title="Alignment Lab") as app:
         with gr.Row():
             gr.Markdown("## Alignment Lab")

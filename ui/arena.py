@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import re
-import tempfile
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
 
+from lab import Lab
 from lab.arena import arena_report
 from lab.data import DataFileError
 from lab.preferences import export_preferences, import_preferences, preference_rows, preview_preferences
-from ui.context import AppContext
+from ui.downloads import session_folder
 
 EXPORTS = (("preferences.jsonl", False), ("negatives.jsonl", True))  # file name, both-bad answers instead of pairs
-_SESSION = re.compile(r"[A-Za-z0-9_-]{1,64}")  # the browser sends its session hash: never trust it as a path
 
 
 @dataclass
@@ -46,7 +43,7 @@ class ArenaView:
         return [self.export_note, *self.downloads]
 
 
-def build_arena(ctx: AppContext, tab: gr.Tab) -> None:
+def build_arena(ctx: Lab, tab: gr.Tab) -> None:
     refresh = gr.Button("Refresh", size="sm")
     summary = gr.Markdown(elem_id="arena-summary")
     with gr.Row():
@@ -104,7 +101,7 @@ def build_arena(ctx: AppContext, tab: gr.Tab) -> None:
     )
 
 
-def show_arena(ctx: AppContext, view: ArenaView) -> dict:
+def show_arena(ctx: Lab, view: ArenaView) -> dict:
     """The leaderboard, win rates and rater quality; refitted only when the votes changed."""
     report = arena_report(ctx.store)
     verdicts = ", ".join(f"{n} {v}" for v, n in report.verdicts.items()) or "none yet"
@@ -168,29 +165,19 @@ def _chart(board: pd.DataFrame) -> go.Figure | None:
     return fig
 
 
-def _export_note(ctx: AppContext, excluded: tuple[str, ...]) -> str:
+def _export_note(ctx: Lab, excluded: tuple[str, ...]) -> str:
     kept = ctx.store.list_comparisons(excluded)
     left_out = f" (leaving out {', '.join(excluded)})" if excluded else ""
     return f"The export holds {len(preference_rows(kept))} preference pairs from {len(kept)} votes{left_out}."
 
 
-def describe_export(ctx: AppContext, view: ArenaView, excluded: list[str] | None) -> dict:
+def describe_export(ctx: Lab, view: ArenaView, excluded: list[str] | None) -> dict:
     """What an export would hold now; writes nothing, and hides downloads that no longer match."""
     note = _export_note(ctx, tuple(excluded or ()))
     return {view.export_note: note, **{button: gr.update(value=None, visible=False) for button in view.downloads}}
 
 
-def session_folder(ctx: AppContext, request: gr.Request | None) -> Path:
-    """This browser session's own export folder, so two people exporting at once never get each other's files."""
-    session = getattr(request, "session_hash", None) or ""
-    if _SESSION.fullmatch(session):
-        folder = ctx.exports / session
-        folder.mkdir(mode=0o700, exist_ok=True)
-        return folder
-    return Path(tempfile.mkdtemp(dir=ctx.exports))  # no usable session id: a folder of its own
-
-
-def export_files(ctx: AppContext, view: ArenaView, excluded: list[str] | None, request: gr.Request) -> dict:
+def export_files(ctx: Lab, view: ArenaView, excluded: list[str] | None, request: gr.Request) -> dict:
     """Write both export files (without the excluded annotators) into this session's folder and offer them."""
     excluded = tuple(excluded or ())
     folder = session_folder(ctx, request)
@@ -215,7 +202,7 @@ def preview_file(view: ArenaView, path: str | None) -> dict:
     return {view.preview: f"**Preview:** {result.summary()}", view.do_import: gr.update(interactive=True)}
 
 
-def import_file(ctx: AppContext, view: ArenaView, path: str | None) -> dict:
+def import_file(ctx: Lab, view: ArenaView, path: str | None) -> dict:
     """Import every row of the uploaded file, or none of them."""
     if not path:
         raise gr.Error("Choose a file first.")

@@ -7,6 +7,7 @@ from functools import partial
 
 import gradio as gr
 
+from lab import Lab
 from lab.adapters import attach_adapter
 from lab.generate import (
     GenerationSettings,
@@ -19,20 +20,15 @@ from lab.generate import (
 from lab.models import ModelError
 from lab.refs import BASE_VIEW, DEFAULT_MODEL, DEVICES, PRECISIONS
 from lab.store import Conversation
-from ui.context import AppContext
 
 WAIT_FOR_MODEL_S = 600
 
 
-def list_models(ctx: AppContext) -> list[str]:
+def list_models(ctx: Lab) -> list[str]:
     return list(dict.fromkeys([DEFAULT_MODEL, *(p.model for p in ctx.model_presets.values())]))
 
 
-def list_views(ctx: AppContext) -> list[tuple[str, str]]:
-    return ctx.views()
-
-
-def list_conversations(ctx: AppContext) -> list[tuple[str, int]]:
+def list_conversations(ctx: Lab) -> list[tuple[str, int]]:
     return [(f"{c.updated_at[:16].replace('T', ' ')} · {c.title}", c.id) for c in ctx.store.list_conversations()]
 
 
@@ -49,7 +45,7 @@ def parse_settings(
     )
 
 
-def build_chat(ctx: AppContext) -> None:
+def build_chat(ctx: Lab) -> None:
     conversation_id = gr.State(None)  # this browser's current conversation in the workspace
     with gr.Row():
         with gr.Column(scale=3):
@@ -126,7 +122,7 @@ def build_chat(ctx: AppContext) -> None:
     view.focus(lambda: gr.update(choices=ctx.views()), outputs=view)
 
 
-def add_message(ctx: AppContext, text: str, history: list, system: str, conversation_id: int | None, max_new: float):
+def add_message(ctx: Lab, text: str, history: list, system: str, conversation_id: int | None, max_new: float):
     """Append the user's turn and save it before the model answers; a message that cannot fit stays in the box."""
     if not text.strip():
         raise gr.Error("Type a message first.")
@@ -148,7 +144,7 @@ def drop_last_reply(history: list) -> list:
     return history
 
 
-def save(ctx: AppContext, conversation_id: int | None, history: list, system: str) -> int:
+def save(ctx: Lab, conversation_id: int | None, history: list, system: str) -> int:
     loaded = ctx.models.loaded
     turns = [m for m in plain_messages(history) if m["content"].strip()]  # never an empty reply
     conv = Conversation(turns, system or "", loaded.describe() if loaded else "", id=conversation_id)
@@ -156,7 +152,7 @@ def save(ctx: AppContext, conversation_id: int | None, history: list, system: st
 
 
 def bot_reply(
-    ctx: AppContext,
+    ctx: Lab,
     history: list,
     conversation_id: int | None,
     system: str,
@@ -193,14 +189,14 @@ def bot_reply(
     yield [m for m in history if m["role"] != "assistant" or m["content"]]
 
 
-def reopen(ctx: AppContext, conversation_id: int | None):
+def reopen(ctx: Lab, conversation_id: int | None):
     if conversation_id is None:
         return [], "", None
     conv = ctx.store.get_conversation(conversation_id)
     return conv.messages, conv.system, conv.id
 
 
-def load_model(ctx: AppContext, model: str, precision: str, device: str):
+def load_model(ctx: Lab, model: str, precision: str, device: str):
     """Load another base for everyone (refused on a shared app, where only the command line chooses it)."""
     if ctx.shared:
         raise gr.Error("On a shared app only the command line chooses the base model.")

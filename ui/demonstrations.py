@@ -8,20 +8,19 @@ from functools import partial
 import gradio as gr
 import pandas as pd
 
-from lab import data, demonstrations
+from lab import Lab, data, demonstrations
 from lab.distill import TEACHER_SYSTEM, Teacher, distill
 from lab.generate import GenerationSettings, generate
 from lab.models import BASE_VIEW, ModelError
 from lab.presets import demonstration_sets, load_question_set, question_sets
 from lab.store import CATEGORIES, ORIGINS
-from ui.context import AppContext
 from ui.downloads import DOWNLOAD_JS, session_folder
 
 TABLE_COLUMNS = ["id", "prompt", "response", "category", "origin", "status", "author", "tags"]
 TURN_COLUMNS = ["role", "content"]
 
 
-def demonstrations_table(ctx: AppContext, search: str, category: str | None, origins: list[str], status: str):
+def demonstrations_table(ctx: Lab, search: str, category: str | None, origins: list[str], status: str):
     demos = ctx.store.list_demonstrations(
         search or "", category or None, origins or None, None if status == "all" else status
     )
@@ -87,7 +86,7 @@ class DemonstrationsView:
         return [self.preview_text, self.preview_table, self.do_import]
 
 
-def build_demonstrations(ctx: AppContext, app: gr.Blocks) -> DemonstrationsView:
+def build_demonstrations(ctx: Lab, app: gr.Blocks) -> DemonstrationsView:
     """Lay out the tab and wire its events; returns its components."""
     deleted = gr.State([])  # ids of the last deletion, for undo
     author_memory = gr.BrowserState("", storage_key="alignment-lab-author")
@@ -152,6 +151,7 @@ def build_demonstrations(ctx: AppContext, app: gr.Blocks) -> DemonstrationsView:
                 label="Teacher model",
                 placeholder="empty = the loaded model",
                 info="A larger local model folder, or empty for the loaded model",
+                visible=not ctx.shared,  # on a shared app, no one types server paths
             )
             prompt_set = gr.Dropdown(question_sets(), value="starter", label="Prompt set")
             few_shot = gr.Slider(0, 8, value=3, step=1, label="Worked examples from your demonstrations")
@@ -248,7 +248,7 @@ def build_demonstrations(ctx: AppContext, app: gr.Blocks) -> DemonstrationsView:
 
 
 def refresh_table(
-    ctx: AppContext, view: DemonstrationsView, search: str, category: str, origins: list[str], status: str
+    ctx: Lab, view: DemonstrationsView, search: str, category: str, origins: list[str], status: str
 ) -> dict:
     """The filtered table and the counts; the last export's download goes away, since it may no longer match."""
     frame = demonstrations_table(ctx, search, category, origins, status)
@@ -273,7 +273,7 @@ def blank_editor(view: DemonstrationsView) -> dict:
     }
 
 
-def open_row(ctx: AppContext, view: DemonstrationsView, frame: pd.DataFrame, evt: gr.SelectData) -> dict:
+def open_row(ctx: Lab, view: DemonstrationsView, frame: pd.DataFrame, evt: gr.SelectData) -> dict:
     """Fill the editor with the demonstration on the clicked row."""
     demo = ctx.store.get_demonstration(int(frame.iloc[evt.index[0]]["id"]))
     system = demo.messages[0]["content"] if demo.messages[0]["role"] == "system" else ""
@@ -301,7 +301,7 @@ def conversation(system: str, earlier: pd.DataFrame | None, prompt: str) -> list
     return [*messages, {"role": "user", "content": prompt}]
 
 
-def draft_response(ctx: AppContext, system: str, earlier: pd.DataFrame, prompt: str):
+def draft_response(ctx: Lab, system: str, earlier: pd.DataFrame, prompt: str):
     if not prompt.strip():
         raise gr.Error("Write the prompt first.")
     ctx.wait_for_model()
@@ -314,7 +314,7 @@ def draft_response(ctx: AppContext, system: str, earlier: pd.DataFrame, prompt: 
 
 
 def save_demonstration(
-    ctx: AppContext,
+    ctx: Lab,
     view: DemonstrationsView,
     demo_id: int | None,
     draft: str | None,
@@ -355,19 +355,19 @@ def _ids(text: str) -> list[int]:
     return ids
 
 
-def set_status(ctx: AppContext, text: str, status: str) -> str:
+def set_status(ctx: Lab, text: str, status: str) -> str:
     ids = _ids(text)
     ctx.store.set_demonstration_status(ids, status)
     return f"Marked {len(ids)} as {status}."
 
 
-def delete_rows(ctx: AppContext, text: str):
+def delete_rows(ctx: Lab, text: str):
     ids = _ids(text)
     ctx.store.delete_demonstrations(ids)
     return f"Deleted {len(ids)} demonstration(s). Undo brings them back.", ids
 
 
-def undo_delete(ctx: AppContext, ids: list[int]):
+def undo_delete(ctx: Lab, ids: list[int]):
     if not ids:
         raise gr.Error("Nothing to undo.")
     ctx.store.restore_demonstrations(ids)
@@ -375,7 +375,7 @@ def undo_delete(ctx: AppContext, ids: list[int]):
 
 
 def run_distillation(
-    ctx: AppContext,
+    ctx: Lab,
     model: str,
     prompt_set: str,
     few_shot: float,
@@ -384,6 +384,8 @@ def run_distillation(
     author: str,
     progress=gr.Progress(),
 ):
+    if ctx.shared and model.strip():
+        raise gr.Error("On a shared app the teacher is the loaded model; only the command line chooses models.")
     teacher = Teacher(model=model.strip(), system=system, few_shot=int(few_shot))
     settings = GenerationSettings(temperature=0.3, top_p=0.95, max_new_tokens=int(max_new), seed=0)
     ctx.wait_for_model()
@@ -396,13 +398,13 @@ def run_distillation(
     yield "Done: review the pending answers (Status: pending), then accept, edit or reject them."
 
 
-def review_pending(ctx: AppContext, status: str) -> str:
+def review_pending(ctx: Lab, status: str) -> str:
     ids = [d.id for d in ctx.store.list_demonstrations(status="pending")]
     ctx.store.set_demonstration_status(ids, status)
     return f"Marked {len(ids)} pending answers as {status}."
 
 
-def preview(ctx: AppContext, view: DemonstrationsView, path: str | None) -> dict:
+def preview(ctx: Lab, view: DemonstrationsView, path: str | None) -> dict:
     """Say what importing the uploaded file would add; writes nothing."""
     if not path:
         return {
@@ -425,7 +427,7 @@ def preview(ctx: AppContext, view: DemonstrationsView, path: str | None) -> dict
     }
 
 
-def import_file(ctx: AppContext, view: DemonstrationsView, path: str | None) -> dict:
+def import_file(ctx: Lab, view: DemonstrationsView, path: str | None) -> dict:
     """Import every row of the uploaded file, or none of them."""
     if not path:
         raise gr.Error("Choose a file first.")
@@ -440,11 +442,11 @@ def import_file(ctx: AppContext, view: DemonstrationsView, path: str | None) -> 
     }
 
 
-def import_starter(ctx: AppContext, name: str) -> str:
+def import_starter(ctx: Lab, name: str) -> str:
     return data.import_demonstrations(ctx.store, demonstration_sets()[name]).summary()
 
 
-def export_accepted(ctx: AppContext, view: DemonstrationsView, request: gr.Request | None) -> dict:
+def export_accepted(ctx: Lab, view: DemonstrationsView, request: gr.Request | None) -> dict:
     """Write the accepted demonstrations into this browser session's own folder, for its download button."""
     path = session_folder(ctx, request) / "demonstrations.jsonl"
     try:

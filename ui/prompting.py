@@ -8,18 +8,17 @@ from functools import partial
 import gradio as gr
 import pandas as pd
 
-from lab import experiments
+from lab import Lab, experiments
 from lab.adapters import attach_adapter
 from lab.models import BASE_VIEW, ModelError
 from lab.presets import load_question_set, question_sets
-from ui.context import AppContext
 from ui.downloads import DOWNLOAD_JS, session_folder
 
 VARIANT_COLUMNS = ["name", "system", "template"]
 STARTER = "starter: "
 
 
-def list_experiments(ctx: AppContext) -> list[tuple[str, str]]:
+def list_experiments(ctx: Lab) -> list[tuple[str, str]]:
     """Saved experiments first (newest on top), then the starters from presets/."""
     saved = [(f"#{e.id} {e.name}", f"saved:{e.id}") for e in ctx.store.list_experiments()]
     starters = [(f"{STARTER}{name}", f"preset:{name}") for name in ctx.experiment_presets]
@@ -60,7 +59,7 @@ class PromptingView:
         return [self.experiment_id, self.description, *self.editor, *self.results]
 
 
-def build_prompting(ctx: AppContext) -> PromptingView:
+def build_prompting(ctx: Lab) -> PromptingView:
     """Lay out the tab and wire its events; returns its components."""
     with gr.Row():
         picker = gr.Dropdown(
@@ -178,7 +177,7 @@ def append_variant(variants: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def blank_form(ctx: AppContext, ui: PromptingView) -> dict:
+def blank_form(ctx: Lab, ui: PromptingView) -> dict:
     """An empty editor: no experiment, one plain variant, greedy settings."""
     return {
         ui.experiment_id: None,
@@ -193,7 +192,7 @@ def blank_form(ctx: AppContext, ui: PromptingView) -> dict:
     }
 
 
-def open_experiment(ctx: AppContext, ui: PromptingView, key: str | None) -> dict:
+def open_experiment(ctx: Lab, ui: PromptingView, key: str | None) -> dict:
     """Fill the editor from a saved experiment or a starter preset (a starter is saved only when run or saved)."""
     if not key:
         raise gr.Error("Pick an experiment to open.")
@@ -228,7 +227,7 @@ def add_question_set(questions: str, name: str | None) -> str:
 
 
 def save_experiment(
-    ctx: AppContext,
+    ctx: Lab,
     ui: PromptingView,
     experiment_id: int | None,
     name: str,
@@ -278,7 +277,7 @@ def _one_sentence(err: Exception, rows: list[dict]) -> str:
     return str(err).splitlines()[0]
 
 
-def run_experiment(ctx: AppContext, ui: PromptingView, experiment_id: int | None, view: str, progress=gr.Progress()):
+def run_experiment(ctx: Lab, ui: PromptingView, experiment_id: int | None, view: str, progress=gr.Progress()):
     """Fill every cell this model and view have not answered, updating the grid as each answer lands."""
     if experiment_id is None:
         raise gr.Error("Save the experiment first.")
@@ -294,7 +293,7 @@ def run_experiment(ctx: AppContext, ui: PromptingView, experiment_id: int | None
     yield show_results(ctx, ui, experiment_id, "Done: every cell has a response.")
 
 
-def show_results(ctx: AppContext, ui: PromptingView, experiment_id: int | None, message: str = "") -> dict:
+def show_results(ctx: Lab, ui: PromptingView, experiment_id: int | None, message: str = "") -> dict:
     """The status line, the summary and the grid; the last export's download goes away, since it may be stale."""
     hidden = gr.update(value=None, visible=False)
     if experiment_id is None:
@@ -319,7 +318,7 @@ def show_results(ctx: AppContext, ui: PromptingView, experiment_id: int | None, 
     }
 
 
-def select_cell(ctx: AppContext, ui: PromptingView, experiment_id: int | None, evt: gr.SelectData) -> dict:
+def select_cell(ctx: Lab, ui: PromptingView, experiment_id: int | None, evt: gr.SelectData) -> dict:
     """Remember the clicked response cell (its variant, question and the model that answered it)."""
     if experiment_id is None or evt.index[1] == 0:
         return {ui.selected_cell: None, ui.cell: "Click a response cell (not the question) to mark it."}
@@ -332,7 +331,7 @@ def select_cell(ctx: AppContext, ui: PromptingView, experiment_id: int | None, e
     }
 
 
-def rate(ctx: AppContext, ui: PromptingView, experiment_id: int | None, cell: tuple | None, rating: int | None) -> dict:
+def rate(ctx: Lab, ui: PromptingView, experiment_id: int | None, cell: tuple | None, rating: int | None) -> dict:
     """Mark the selected cell; a missing selection is a warning that leaves the results on screen."""
     try:
         if experiment_id is None or cell is None:
@@ -345,7 +344,7 @@ def rate(ctx: AppContext, ui: PromptingView, experiment_id: int | None, cell: tu
     return show_results(ctx, ui, experiment_id)
 
 
-def export_results(ctx: AppContext, ui: PromptingView, experiment_id: int | None, request: gr.Request | None) -> dict:
+def export_results(ctx: Lab, ui: PromptingView, experiment_id: int | None, request: gr.Request | None) -> dict:
     """Write the experiment's CSV into this browser session's own folder, for its download button."""
     if experiment_id is None:
         raise gr.Error("Save and run the experiment first.")

@@ -11,6 +11,7 @@ from functools import partial
 
 import gradio as gr
 
+from lab import Lab
 from lab.adapters import attach_adapter
 from lab.generate import GenerationSettings
 from lab.models import BASE_VIEW, ModelError
@@ -25,8 +26,6 @@ from lab.preferences import (
     vote_ranks,
 )
 from lab.store import Comparison
-from ui.chat import list_views
-from ui.context import AppContext
 
 LETTERS = "ABCD"
 ONE_MODEL = "one model, different samples"
@@ -70,7 +69,7 @@ class Screen:
         return [*parts, *self.panes, *self.rank_boxes, *self.pair_votes]
 
 
-def build_ranking(ctx: AppContext, app: gr.Blocks) -> None:
+def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
     task = gr.State(None)  # the comparison on screen: prompt, candidates, shown order, queue source
     annotator_memory = gr.BrowserState("", storage_key="alignment-lab-annotator")
     scenario_names = list(ctx.scenarios)
@@ -102,9 +101,9 @@ def build_ranking(ctx: AppContext, app: gr.Blocks) -> None:
                 k = gr.Slider(2, 4, value=2, step=1, label="How many (one model)")
                 temperature = gr.Slider(0.1, 1.5, value=0.9, step=0.05, label="Temperature")
             with gr.Row(visible=False) as sides_row:
-                view_a = gr.Dropdown(list_views(ctx), value=BASE_VIEW, label="Model A")
+                view_a = gr.Dropdown(ctx.views(), value=BASE_VIEW, label="Model A")
                 system_a = gr.Textbox(label="System prompt A", placeholder="optional")
-                view_b = gr.Dropdown(list_views(ctx), value=BASE_VIEW, label="Model B")
+                view_b = gr.Dropdown(ctx.views(), value=BASE_VIEW, label="Model B")
                 system_b = gr.Textbox(label="System prompt B", placeholder="e.g. Answer truthfully and briefly.")
             with gr.Row():
                 next_button = gr.Button("Next prompt (N)", variant="primary", elem_id="vote-next")
@@ -151,7 +150,7 @@ def build_ranking(ctx: AppContext, app: gr.Blocks) -> None:
         lambda m: (gr.update(visible=m == TWO_SIDES), gr.update(interactive=m == ONE_MODEL)), mode, [sides_row, k]
     )
     for dropdown in (view_a, view_b):
-        dropdown.focus(lambda: gr.update(choices=list_views(ctx)), outputs=dropdown)
+        dropdown.focus(lambda: gr.update(choices=ctx.views()), outputs=dropdown)
     next_button.click(partial(next_task, ctx, screen, use_queue=True), setup, screen.task_view)
     generate_button.click(partial(next_task, ctx, screen, use_queue=False), setup, screen.task_view)
     votes = ((vote_a, "A"), (vote_b, "B"), (tie, "tie"), (both_bad, "both-bad"), (skip, "skipped"))
@@ -164,19 +163,19 @@ def build_ranking(ctx: AppContext, app: gr.Blocks) -> None:
     undo.click(partial(undo_vote, ctx, screen), [annotator, queue], [outcome, progress])
 
 
-def guidelines_text(ctx: AppContext, scenario: str) -> str:
+def guidelines_text(ctx: Lab, scenario: str) -> str:
     preset = ctx.scenarios[scenario]
     return f"### Guidelines: {preset.name}\n\n{preset.description}\n\n{preset.guidelines}"
 
 
-def show_progress(ctx: AppContext, annotator: str, queue: str) -> str:
+def show_progress(ctx: Lab, annotator: str, queue: str) -> str:
     """The annotator's progress through the queue, once they have typed their name."""
     annotator = (annotator or "").strip()
     return queue_status(ctx.store, ctx.scenarios, queue, annotator).text if annotator else ""
 
 
 def next_task(
-    ctx: AppContext,
+    ctx: Lab,
     screen: Screen,
     annotator: str,
     queue: str,
@@ -240,7 +239,7 @@ def next_task(
 
 
 def cast_vote(
-    ctx: AppContext, screen: Screen, task: dict | None, annotator: str, reason: str, queue: str, *positions, choice: str
+    ctx: Lab, screen: Screen, task: dict | None, annotator: str, reason: str, queue: str, *positions, choice: str
 ) -> dict:
     """Store the vote (it is in the database before the screen moves on), then reveal the models."""
     if not task:
@@ -273,7 +272,7 @@ def cast_vote(
     }
 
 
-def undo_vote(ctx: AppContext, screen: Screen, annotator: str, queue: str) -> dict:
+def undo_vote(ctx: Lab, screen: Screen, annotator: str, queue: str) -> dict:
     """Withdraw this annotator's latest vote (kept in the database, marked withdrawn)."""
     withdrawn = ctx.store.undo_last_comparison((annotator or "").strip())
     if withdrawn is None:
