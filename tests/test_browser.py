@@ -89,7 +89,7 @@ def page(browser, app_url):
 
 
 def test_chat_streams_a_reply(page):
-    page.locator("#chat-input textarea").fill("Name three colors.")
+    page.locator("#chat-input textarea").fill("Name three colors and describe each in one sentence.")
     page.keyboard.press("Enter")
     reply = page.locator("#chatbot [data-testid='bot']").last
     reply.wait_for(timeout=60_000)

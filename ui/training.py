@@ -103,7 +103,7 @@ def build_training(ctx: Lab) -> None:
         log = gr.Textbox(label="Last lines of log.txt", lines=10, max_lines=20)
 
     controls = [c for form in forms.values() for c in form.values()]
-    details = [status, plot, samples, config_view, log, tails]
+    view = RunView(table, status, plot, samples, config_view, log, tails)
 
     def pick_method(chosen: str):
         spec = get_method(chosen)
@@ -130,13 +130,13 @@ def build_training(ctx: Lab) -> None:
 
     method.change(pick_method, method, [*groups.values(), origins, exclude])
     preset.change(fill_form, preset, controls)
-    gr.Timer(2.0).tick(partial(poll, ctx), [selected, compare, tails], [table, *details], show_progress="hidden")
+    gr.Timer(2.0).tick(partial(poll, ctx, view), [selected, compare, tails], view.outputs, show_progress="hidden")
     selected.focus(lambda: gr.update(choices=_run_choices(ctx)), outputs=selected)
     compare.focus(lambda: gr.update(choices=_run_choices(ctx)), outputs=compare)
     start_from.focus(partial(list_starts, ctx), preset, start_from)
     exclude.focus(lambda: gr.update(choices=_annotators(ctx)), outputs=exclude)
     for control in (selected, compare):
-        control.change(partial(show_run, ctx), [selected, compare, tails], details)
+        control.change(partial(show_run, ctx, view), [selected, compare, tails], view.outputs[1:])
     start.click(
         start_run,
         {method, preset, name, start_from, origins, exclude, data_file, *controls},
@@ -254,15 +254,33 @@ def _tail(ctx: Lab, tails: dict[str, MetricsTail], run_id: str) -> MetricsTail:
     return tails[run_id]
 
 
-def poll(ctx: Lab, run_id: str | None, other: str | None, tails: dict):
+@dataclass
+class RunView:
+    """What the runs side of the tab shows; handlers return updates keyed by these components."""
+
+    table: gr.Dataframe
+    status: gr.Markdown
+    plot: gr.Plot
+    samples: gr.Dataframe
+    config: gr.Code
+    log: gr.Textbox
+    tails: gr.State
+
+    @property
+    def outputs(self) -> list:
+        return [self.table, self.status, self.plot, self.samples, self.config, self.log, self.tails]
+
+
+def poll(ctx: Lab, view: RunView, run_id: str | None, other: str | None, tails: dict) -> dict:
     """Every two seconds: repair dead runs and refresh what is on screen from what the runs appended."""
     jobs.refresh(ctx.store)
-    return runs_table(ctx, tails), *show_run(ctx, run_id, other, tails)
+    return {view.table: runs_table(ctx, tails), **show_run(ctx, view, run_id, other, tails)}
 
 
-def show_run(ctx: Lab, run_id: str | None, other: str | None, tails: dict):
+def show_run(ctx: Lab, view: RunView, run_id: str | None, other: str | None, tails: dict) -> dict:
     if not run_id:
-        return "Pick a run to see its progress and curves.", None, None, "", "", tails
+        empty = {view.plot: None, view.samples: None, view.config: "", view.log: "", view.tails: tails}
+        return {view.status: "Pick a run to see its progress and curves.", **empty}
     run = ctx.store.get_run(run_id)
     spec = get_method(run.method)
     folder = jobs.run_dir(ctx.store, run_id)
@@ -280,7 +298,14 @@ def show_run(ctx: Lab, run_id: str | None, other: str | None, tails: dict):
         series[ctx.store.get_run(other).name or other] = _tail(ctx, tails, other).read()
     config = (folder / "config.yaml").read_text(encoding="utf-8") if (folder / "config.yaml").is_file() else ""
     answers = pd.DataFrame(read_samples(folder)[::-1], columns=["step", "prompt", "completion"])
-    return "\n\n".join(lines), curves(series, spec.panels), answers, config, log_tail(folder, 20), tails
+    return {
+        view.status: "\n\n".join(lines),
+        view.plot: curves(series, spec.panels),
+        view.samples: answers,
+        view.config: config,
+        view.log: log_tail(folder, 20),
+        view.tails: tails,
+    }
 
 
 def provenance_text(run) -> str:
