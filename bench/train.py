@@ -2,12 +2,18 @@
 
 Both train a LoRA adapter on the embedded default model over the bundled sign-off
 demonstrations with the same config (steps, batch, length, LoRA, optimizer,
-seed). The app's path is `python -m lab train sft` (the job engine's runner with
-its metrics and stop callbacks); the plain path is a bare SFTTrainer script. Each
-runs in its own process, alternating, so each peak memory is its own.
+seed, and the same bf16 choice). The app's path is `python -m lab train sft`
+(the job engine's runner with its metrics and stop callbacks); the plain path is
+a bare SFTTrainer script. Each runs in its own process, alternating, so each
+peak memory is its own.
+
+The app computes in bf16 only where the hardware does it natively (`native_bf16`);
+the plain script is given that same choice. TRL's own default (bf16=True on any
+CPU, emulated and many times slower where bf16 is not native) is printed beside
+the result for reference, and never run.
 
 Usage:
-    python bench/train.py [--steps 8] [--batch-size 8] [--rounds 2] [--precision fp32|4bit]
+    python bench/train.py [--steps 6] [--batch-size 4] [--rounds 2] [--precision fp32|4bit]
 """
 
 from __future__ import annotations
@@ -22,8 +28,27 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: make `lab` importable
 DATA = ROOT / "assets" / "demonstrations" / "signoff.jsonl"
 TARGET = 1.05  # the app's step may cost at most 5% more than the plain script's
+
+
+DEVICE = "cpu"
+MAX_LENGTH = 512
+
+
+def app_bf16() -> bool:
+    """The bf16 choice the app makes for this config (mixed precision on, an fp32 or 4-bit base) on DEVICE."""
+    from lab.train.common import native_bf16
+
+    return native_bf16(DEVICE)
+
+
+def trl_default_bf16() -> bool:
+    """What a plain SFTConfig picks for bf16 on this machine when the script does not say."""
+    from trl import SFTConfig
+
+    return SFTConfig(output_dir=tempfile.mkdtemp(), use_cpu=DEVICE == "cpu", report_to="none").bf16
 
 
 def plain_trl(steps: int, batch_size: int, precision: str) -> dict:
@@ -65,13 +90,14 @@ def plain_trl(steps: int, batch_size: int, precision: str) -> dict:
         per_device_train_batch_size=batch_size,
         learning_rate=1e-3,
         lr_scheduler_type="cosine",
-        max_length=512,
+        max_length=MAX_LENGTH,
         completion_only_loss=True,
         logging_steps=1,
         seed=42,
         save_strategy="no",
         report_to="none",
-        use_cpu=True,
+        use_cpu=DEVICE == "cpu",
+        bf16=app_bf16(),  # the app's choice, not TRL's default (emulated, many times slower, on AVX2-only CPUs)
         gradient_checkpointing=False,
         optim="adamw_torch",
         dataloader_pin_memory=False,
@@ -99,7 +125,8 @@ def app_path(steps: int, batch_size: int, precision: str) -> dict:
         "save_steps=100000",
         "sample_every=0",
         f"precision={precision}",
-        "device=cpu",
+        f"device={DEVICE}",
+        f"max_length={MAX_LENGTH}",
     ]
     command = [sys.executable, "-m", "lab", "train", "sft", "--workspace", str(workspace), "--data", str(DATA)]
     for pair in overrides:
@@ -134,18 +161,19 @@ def measure(path: str, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=8)
+    # Defaults sized to finish within five minutes on 2 CPU cores (four processes, each loading the model).
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--precision", default="fp32", choices=["fp32", "4bit"])
     parser.add_argument("--only", choices=["app", "plain"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.only:
-        sys.path.insert(0, str(ROOT))
         run = app_path if args.only == "app" else plain_trl
         print(json.dumps(run(args.steps, args.batch_size, args.precision)))
         return
 
+    bf16, default = app_bf16(), trl_default_bf16()
     results: dict[str, list[dict]] = {"app": [], "plain": []}
     for _ in range(args.rounds):  # alternate, so drifts in machine speed hit both paths alike
         for path in ("plain", "app"):
@@ -157,6 +185,7 @@ def main() -> None:
         f"SFT, embedded SmolLM2-135M-Instruct, {args.precision}, LoRA r16 all-linear, batch {args.batch_size}, "
         f"{args.steps} steps x {args.rounds} rounds (median step after the first)"
     )
+    print(f"bf16 autocast in both paths: {'on' if bf16 else 'off'} (the app's choice: on only where bf16 is native)")
     print(f"{'path':<8}{'s/step':>10}{'peak MiB':>12}")
     for path in ("plain", "app"):
         print(f"{path:<8}{step[path]:>10.2f}{peak[path]:>12.0f}")
@@ -165,6 +194,8 @@ def main() -> None:
         f"app/plain step time: {ratio:.3f} (target <= {TARGET}) {verdict}; "
         f"peak memory ratio {peak['app'] / peak['plain']:.3f}"
     )
+    native = "native here" if bf16 else "EMULATED here, many times slower; not run"
+    print(f"for reference, TRL's default on this machine: bf16={default} ({native if default else 'fp32'})")
 
 
 if __name__ == "__main__":
