@@ -80,32 +80,36 @@ def tab(store, tmp_path):
     ctx.exports = tmp_path / "exports"  # a fresh folder, so the test sees every file written
     ctx.exports.mkdir()
     names = [f.name for f in ArenaView.__dataclass_fields__.values() if f.name != "downloads"]
-    view = ArenaView(**{name: object() for name in names}, downloads=[object(), object()])
+    view = ArenaView(**{name: object() for name in names}, downloads={False: object(), True: object()})
     return ctx, view
 
 
 def test_a_refresh_writes_no_file_and_two_sessions_get_their_own(store, tab):
-    from ui.arena import describe_export, export_files, show_arena
+    import gradio as gr
+
+    from ui.arena import describe_export, export_file, show_arena
 
     ctx, view = tab
+    one, two = SimpleNamespace(session_hash="session1"), SimpleNamespace(session_hash="session2")
     store.add_comparison(vote("m1", "m2"))
     shown = show_arena(ctx, view)
     note = describe_export(ctx, view, [])
     assert "1 votes" in shown[view.summary] and "1 preference pairs" in note[view.export_note]
     assert list(ctx.exports.rglob("*")) == []
 
-    ours = export_files(ctx, view, [], SimpleNamespace(session_hash="session1"))
-    theirs = export_files(ctx, view, ["ann"], SimpleNamespace(session_hash="session2"))
-    mine, other = ours[view.downloads[0]]["value"], theirs[view.downloads[0]]
+    mine = export_file(ctx, view, [], one, negatives=False)[view.downloads[False]]["value"]
     ours_before = Path(mine).read_text()
     assert mine.endswith("/preferences.jsonl") and ours_before.count("\n") == 1
-    assert other["visible"] is False  # leaving the only annotator out leaves nothing to download
-    assert ours[view.downloads[1]]["visible"] is False  # no both-bad votes
+    with pytest.raises(gr.Error, match="No votes"):  # leaving the only annotator out leaves nothing to export
+        export_file(ctx, view, ["ann"], two, negatives=False)
+    with pytest.raises(gr.Error, match="both-bad"):
+        export_file(ctx, view, [], one, negatives=True)
 
     store.add_comparison(vote("m2", "m1", annotator="bea"))
-    theirs = export_files(ctx, view, ["ann"], SimpleNamespace(session_hash="session2"))
-    other = theirs[view.downloads[0]]["value"]
+    theirs = export_file(ctx, view, ["ann"], two, negatives=False)
+    other = theirs[view.downloads[False]]["value"]
     assert other.endswith("/preferences.jsonl") and other != mine
+    assert "leaving out ann" in theirs[view.export_note]
     assert '"chosen": [{"role": "assistant", "content": "m2 says hi"}]' in Path(other).read_text()
     assert Path(mine).read_text() == ours_before  # the other session's export left ours alone
 

@@ -4,8 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "trl", "peft")
 
@@ -18,11 +16,12 @@ def heavy_modules_after(imports: str) -> list[str]:
     return [m for m in result.stdout.strip().split(",") if m]
 
 
-@pytest.mark.xfail(
-    strict=False, reason="lab/train/common.py imports torch at module level (ui.chat → lab.jobs → lab.train)"
-)
 def test_importing_the_app_loads_no_torch_transformers_trl_or_peft():
     assert heavy_modules_after("ui.app") == []
+
+
+def test_starting_the_app_loads_none_of_them_before_the_page():
+    assert heavy_modules_after("ui.__main__") == []
 
 
 def test_the_lab_modules_behind_the_arena_and_ranking_tabs_load_no_torch():

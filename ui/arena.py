@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -13,9 +14,9 @@ from lab import Lab
 from lab.arena import arena_report
 from lab.data import DataFileError
 from lab.preferences import export_preferences, import_preferences, preference_rows, preview_preferences
-from ui.downloads import session_folder
+from ui.downloads import DOWNLOAD_JS, session_folder
 
-EXPORTS = (("preferences.jsonl", False), ("negatives.jsonl", True))  # file name, both-bad answers instead of pairs
+EXPORTS = {False: "preferences.jsonl", True: "negatives.jsonl"}  # both-bad answers instead of pairs → file name
 
 
 @dataclass
@@ -30,7 +31,7 @@ class ArenaView:
     raters: gr.Dataframe
     exclude: gr.Dropdown
     export_note: gr.Markdown
-    downloads: list[gr.DownloadButton]  # one per EXPORTS entry, hidden until Export writes its file
+    downloads: dict[bool, gr.DownloadButton]  # by `negatives`, as EXPORTS: each holds the file its Export wrote
     preview: gr.Markdown
     do_import: gr.Button
 
@@ -40,7 +41,7 @@ class ArenaView:
 
     @property
     def export(self) -> list:
-        return [self.export_note, *self.downloads]
+        return [self.export_note, *self.downloads.values()]
 
 
 def build_arena(ctx: Lab, tab: gr.Tab) -> None:
@@ -66,15 +67,17 @@ def build_arena(ctx: Lab, tab: gr.Tab) -> None:
         exclude = gr.Dropdown(
             [], multiselect=True, label="Leave these annotators out of the export", elem_id="exclude-annotators"
         )
-        export = gr.Button("Export (TRL JSONL)", variant="primary", elem_id="export-preferences")
+        exports = {
+            False: gr.Button("Export preference pairs (TRL JSONL)", variant="primary", elem_id="export-preferences"),
+            True: gr.Button("Export both-bad answers (unpaired negatives)"),
+        }
     export_note = gr.Markdown(elem_id="export-note")
     with gr.Row():
-        # A DownloadButton downloads the file it holds when clicked, before any handler runs, so the files are
-        # written by Export first and the buttons appear holding them.
-        downloads = [
-            gr.DownloadButton("Download preference pairs", visible=False, elem_id="download-preferences"),
-            gr.DownloadButton("Download both-bad answers (unpaired negatives)", visible=False),
-        ]
+        # Each holds the file its Export wrote; shown too, in case the browser blocks the automatic download.
+        downloads = {
+            False: gr.DownloadButton("Download preferences.jsonl", visible=False),
+            True: gr.DownloadButton("Download negatives.jsonl", visible=False),
+        }
     with gr.Row():
         upload = gr.File(
             label="Import preferences: prompt/chosen/rejected, chosen/rejected transcripts, "
@@ -90,11 +93,10 @@ def build_arena(ctx: Lab, tab: gr.Tab) -> None:
         partial(describe_export, ctx, view), exclude, view.export
     )
     exclude.input(partial(describe_export, ctx, view), exclude, view.export)
-
-    def export_for_session(excluded: list[str] | None, request: gr.Request) -> dict:
-        return export_files(ctx, view, excluded, request)  # not a partial: Gradio finds gr.Request by annotation
-
-    export.click(export_for_session, exclude, view.export)
+    for negatives, button in exports.items():  # one click writes the file and downloads it
+        button.click(_exporter(ctx, view, negatives), exclude, view.export).success(
+            None, downloads[negatives], js=DOWNLOAD_JS
+        )
     upload.change(partial(preview_file, view), upload, [preview, do_import])
     do_import.click(partial(import_file, ctx, view), upload, [preview, do_import]).then(
         partial(show_arena, ctx, view), outputs=view.report
@@ -174,21 +176,32 @@ def _export_note(ctx: Lab, excluded: tuple[str, ...]) -> str:
 def describe_export(ctx: Lab, view: ArenaView, excluded: list[str] | None) -> dict:
     """What an export would hold now; writes nothing, and hides downloads that no longer match."""
     note = _export_note(ctx, tuple(excluded or ()))
-    return {view.export_note: note, **{button: gr.update(value=None, visible=False) for button in view.downloads}}
+    hidden = {button: gr.update(value=None, visible=False) for button in view.downloads.values()}
+    return {view.export_note: note, **hidden}
 
 
-def export_files(ctx: Lab, view: ArenaView, excluded: list[str] | None, request: gr.Request) -> dict:
-    """Write both export files (without the excluded annotators) into this session's folder and offer them."""
+def export_file(ctx: Lab, view: ArenaView, excluded: list[str] | None, request: gr.Request, negatives: bool) -> dict:
+    """Write the preference pairs (or the both-bad answers), without the excluded annotators, into this browser
+    session's own folder, and put the file in its download button."""
     excluded = tuple(excluded or ())
-    folder = session_folder(ctx, request)
-    updates = {view.export_note: _export_note(ctx, excluded)}
-    for button, (name, negatives) in zip(view.downloads, EXPORTS, strict=True):
-        try:
-            export_preferences(ctx.store, folder / name, excluded, negatives=negatives)
-            updates[button] = gr.update(value=str(folder / name), visible=True)
-        except DataFileError:  # nothing of this kind to export: no button for it
-            updates[button] = gr.update(value=None, visible=False)
-    return updates
+    path = session_folder(ctx, request) / EXPORTS[negatives]
+    try:
+        export_preferences(ctx.store, path, excluded, negatives=negatives)
+    except DataFileError as err:
+        raise gr.Error(str(err)) from err
+    return {
+        view.export_note: _export_note(ctx, excluded),
+        view.downloads[negatives]: gr.update(value=str(path), visible=True),
+    }
+
+
+def _exporter(ctx: Lab, view: ArenaView, negatives: bool) -> Callable[..., dict]:
+    def export(excluded: list[str] | None, request: gr.Request) -> dict:
+        return export_file(
+            ctx, view, excluded, request, negatives
+        )  # not a partial: Gradio finds gr.Request by its hint
+
+    return export
 
 
 def preview_file(view: ArenaView, path: str | None) -> dict:
