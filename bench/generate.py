@@ -1,6 +1,6 @@
 """Benchmark the app's generation paths against plain `model.generate`, and the app's cold start.
 
-Usage: python bench/generate.py [--max-new-tokens N] [--rounds R]
+Usage: python bench/generate.py [--max-new-tokens N] [--rounds R] [--start-rounds S]
 
 On the embedded SmolLM2-135M-Instruct (fp32, CPU) one run prints:
 - tokens/s of `lab.generate.stream_chat` and `lab.generate.generate` against plain `model.generate` on the
@@ -8,7 +8,9 @@ On the embedded SmolLM2-135M-Instruct (fp32, CPU) one run prints:
   app/plain >= 0.95), and of plain `model.generate` on a worker thread, the way stream_chat runs it, which
   tells the streamer's own cost from the thread's;
 - the time to first token of the streaming path (its first yielded text);
-- the cold start of `python -m ui`: until GET / answers 200, and until its status bar reports the model loaded;
+- the time to the first page of `python -m ui` (until GET / answers 200) next to a bare Gradio app's (one
+  gr.Blocks with one Markdown), measured the same way on the same machine over interleaved rounds (medians; the
+  target is at most 1.5 s more than the bare app), and until the app's status bar reports the model loaded;
 - the peak RSS of this process after the generation runs, and of the app's process.
 
 Every figure assumes the embedded GGUF is already converted into the cache ($LAB_CACHE or
@@ -53,8 +55,17 @@ from lab.models import DEFAULT_MODEL, LoadedModel, default_model_dir, is_convert
 
 PROMPT = "Write a long, detailed essay about the history of computing, from the abacus to modern laptops."
 TARGET = 0.95
+PAGE_TARGET_S = 1.5  # the app's first page may come at most this much later than a bare Gradio app's
 POLL_S = 0.1
 START_TIMEOUT_S = 180.0
+BARE_APP = """
+import sys
+import gradio as gr
+
+with gr.Blocks() as demo:
+    gr.Markdown("A bare Gradio app")
+demo.queue().launch(server_name="127.0.0.1", server_port=int(sys.argv[1]))
+"""
 
 
 @dataclass
@@ -71,7 +82,8 @@ class Run:
 
 @dataclass
 class ColdStart:
-    page_s: float
+    page_s: list[float]  # one per round: the app's time to its first page
+    bare_page_s: list[float]  # the same rounds, for the bare Gradio app
     model_s: float | None  # None when the app has no status endpoint to ask
     peak_rss_mib: float  # of the app's process, once its model is loaded
 
@@ -203,27 +215,63 @@ def wait_until(check: Callable[[], bool], proc: subprocess.Popen, start: float, 
     return time.perf_counter() - start
 
 
-def measure_cold_start() -> ColdStart:
-    """Launch `python -m ui` on a free port and a fresh workspace, time it, then stop it."""
+def serve(
+    command: Callable[[int, Path], list[str]], then: Callable[[str, subprocess.Popen, float, Path], None] | None = None
+) -> float:
+    """Start `command(port, scratch folder)` and return the seconds until its GET / answers 200; then stop it.
+
+    `then(url, proc, start, log)` runs while the server is still up, for figures that need it running.
+    """
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="bench-ui-") as tmp:
-        log = Path(tmp) / "ui.log"
-        command = [sys.executable, "-m", "ui", "--port", str(port), "--workspace", str(Path(tmp) / "workspace")]
+        log = Path(tmp) / "server.log"
         with log.open("w") as stderr:
             start = time.perf_counter()
-            proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+            proc = subprocess.Popen(command(port, Path(tmp)), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
             try:
                 page_s = wait_until(lambda: page_served(url), proc, start, log)
-                try:
-                    model_s: float | None = wait_until(lambda: model_loaded(url), proc, start, log)
-                except urllib.error.HTTPError:
-                    model_s = None
-                peak = peak_rss_mib(proc.pid)
+                if then:
+                    then(url, proc, start, log)
             finally:
                 proc.terminate()
                 proc.wait(timeout=30)
-    return ColdStart(page_s, model_s, peak)
+    return page_s
+
+
+def the_app(port: int, tmp: Path) -> list[str]:
+    """`python -m ui` on a fresh workspace."""
+    return [sys.executable, "-m", "ui", "--port", str(port), "--workspace", str(tmp / "workspace")]
+
+
+def bare_gradio(port: int, tmp: Path) -> list[str]:
+    """A Gradio app with nothing in it: the floor any Gradio app's first page stands on."""
+    return [sys.executable, "-c", BARE_APP, str(port)]
+
+
+def measure_cold_start(rounds: int) -> ColdStart:
+    """The first page of `python -m ui` and of a bare Gradio app, alternating which starts first each round.
+
+    The app's last round also waits until its model is loaded and reads its peak memory.
+    """
+    app: list[float] = []
+    bare: list[float] = []
+    after: dict[str, float | None] = {}
+
+    def model_and_memory(url: str, proc: subprocess.Popen, start: float, log: Path) -> None:
+        try:
+            after["model_s"] = wait_until(lambda: model_loaded(url), proc, start, log)
+        except urllib.error.HTTPError:
+            after["model_s"] = None
+        after["peak"] = peak_rss_mib(proc.pid)
+
+    for r in range(rounds):
+        for which in ("app", "bare") if r % 2 == 0 else ("bare", "app"):
+            if which == "bare":
+                bare.append(serve(bare_gradio))
+            else:
+                app.append(serve(the_app, model_and_memory if len(app) == rounds - 1 else None))
+    return ColdStart(app, bare, after["model_s"], after["peak"])
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -291,21 +339,32 @@ def print_report(
     print(f"  {'time to first token (first text), stream_chat':<48}{ttft:>8.0f} ms")
     print(f"  {PREFILL:<48}{prefill:>8.0f} ms")
     print(f"  {'load_model in-process (first load here)':<48}{load_s:>8.2f} s")
-    print("\nCold start of `python -m ui`, fresh workspace")
-    print(f"  {'GET / returns 200':<48}{cold.page_s:>8.2f} s")
+    page, bare = statistics.median(cold.page_s), statistics.median(cold.bare_page_s)
+    verdict = "PASS" if page - bare <= PAGE_TARGET_S else "FAIL"
+    print(f"\nCold start, fresh workspace: GET / returns 200 (median of {len(cold.page_s)} interleaved rounds)")
+    print(f"  {'python -m ui':<48}{page:>8.2f} s   {_seconds(cold.page_s)}")
+    print(f"  {'bare Gradio app (gr.Blocks + one Markdown)':<48}{bare:>8.2f} s   {_seconds(cold.bare_page_s)}")
+    print(f"  {'difference (target <= ' + str(PAGE_TARGET_S) + ' s)':<48}{page - bare:>8.2f} s   {verdict}")
     print(f"  {'status bar says the model is loaded':<48}{model_s:>10}")
     print("\nPeak memory (RSS)")
     print(f"  {'this process, after the generation runs':<48}{rss_mib:>8.0f} MiB")
     print(f"  {'the app process (python -m ui), model loaded':<48}{cold.peak_rss_mib:>8.0f} MiB")
 
 
+def _seconds(values: list[float]) -> str:
+    return "(" + ", ".join(f"{v:.2f}" for v in values) + ")"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-new-tokens", type=int, default=128, help="new tokens per generation (default 128)")
     parser.add_argument("--rounds", type=int, default=3, help="measured rounds of every path (default 3)")
+    parser.add_argument(
+        "--start-rounds", type=int, default=3, help="cold starts of the app and of a bare Gradio app (default 3)"
+    )
     args = parser.parse_args(argv)
-    if args.max_new_tokens < 1 or args.rounds < 1:
-        parser.error("--max-new-tokens and --rounds must be at least 1")
+    if min(args.max_new_tokens, args.rounds, args.start_rounds) < 1:
+        parser.error("--max-new-tokens, --rounds and --start-rounds must be at least 1")
     return args
 
 
@@ -319,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     load_s = time.perf_counter() - start
     runs = measure_throughput(lm, args.max_new_tokens, args.rounds)
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    cold = measure_cold_start()
+    cold = measure_cold_start(args.start_rounds)
     print_report(args, (load_at_start, os.getloadavg()[0]), load_s, warm_cache, runs, rss_mib, cold)
     return 0
 
