@@ -17,8 +17,9 @@ from statistics import mean
 import pandas as pd
 
 from lab.generate import GenerationSettings, generate
-from lab.models import BASE_VIEW, ModelManager
+from lab.models import ModelManager
 from lab.presets import ExperimentPreset, Variant, load_question_set
+from lab.refs import BASE_VIEW, ModelRef
 from lab.store import Experiment, Result, Store
 
 RATING_MARK = {1: "· good", -1: "· bad", None: ""}
@@ -95,10 +96,7 @@ class Progress:
 
 def model_reference(models: ModelManager, view: str) -> str:
     """A short name for what answers: the loaded base (a local folder by its name) and the view (base or adapter)."""
-    base = models.require().base
-    if base.startswith((".", "/", "~")) or Path(base).expanduser().exists():
-        base = Path(base).expanduser().name
-    return f"{base} · {view}"
+    return str(ModelRef(models.require().base, view))
 
 
 def run_experiment(

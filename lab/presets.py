@@ -13,7 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lab.constants import DEVICES, PRECISIONS
+from lab.refs import DEVICES, PRECISIONS
 from lab.store import CATEGORIES, Prompt
 
 ROOT = Path(__file__).resolve().parent.parent

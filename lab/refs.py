@@ -11,14 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.constants import DEFAULT_MODEL, DEVICES, PRECISIONS
-
-__all__ = ["ADAPTER_KINDS", "BASE_VIEW", "DEFAULT_MODEL", "DEVICES", "PRECISIONS", "TRAINABLE_PRECISIONS", "ModelRef"]
+DEFAULT_MODEL = "smollm2-135m-instruct"
+PRECISIONS = ("fp32", "bf16", "fp16", "8bit", "4bit")
 
 TRAINABLE_PRECISIONS = ("fp32", "bf16", "fp16", "4bit")  # LoRA on an 8-bit base is not supported here
+DEVICES = ("auto", "cpu", "cuda", "mps")
 BASE_VIEW = "base"  # the adapter-disabled view of the loaded model
-
-ADAPTER_KINDS = ("chat", "reward")  # a chat adapter changes what the model says; a reward adapter scores answers
 
 
 def normalise_base(base: str) -> str:
@@ -34,7 +32,7 @@ def normalise_base(base: str) -> str:
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A base model with an optional adapter; `str(ref)` is what the UI shows and votes record."""
+    """A base model with an optional adapter; `str(ref)` is what the grids show and experiment cells record."""
 
     base: str
     adapter: str = BASE_VIEW
@@ -44,5 +42,6 @@ class ModelRef:
         object.__setattr__(self, "adapter", self.adapter or BASE_VIEW)
 
     def __str__(self) -> str:
-        name = Path(self.base).name if "/" in self.base and Path(self.base).is_absolute() else self.base
-        return name if self.adapter == BASE_VIEW else f"{name} + {self.adapter}"
+        """'smollm2-135m-instruct · base', 'my-model · sft-2026…': a local folder by its name, then the view."""
+        name = Path(self.base).name if Path(self.base).is_absolute() else self.base
+        return f"{name} · {self.adapter}"
