@@ -21,6 +21,7 @@ from lab.train.config import config_from_preset, describe_range, form_fields, gr
 from lab.train.runs import MetricsTail, log_tail, read_samples
 
 RUN_COLUMNS = ["id", "name", "method", "status", "steps", "final loss", "created"]
+SAMPLE_COLUMNS = ["step", "prompt", "completion"]
 NEW_ADAPTER = "(new adapter)"
 
 
@@ -71,13 +72,6 @@ def build_training(ctx: Lab) -> None:
                 label="…or train on a file instead (JSONL, JSON, CSV or Parquet)",
                 file_types=[".jsonl", ".json", ".csv", ".parquet"],
             )
-            with gr.Accordion("Hyperparameters", open=False):
-                for spec in METHODS.values():
-                    values = _preset_config(ctx, spec.name, first_preset)
-                    with gr.Group(visible=spec.name == first_method) as groups[spec.name]:
-                        forms[spec.name] = _form(spec.config, values)
-            start = gr.Button("Start training", variant="primary", elem_id="start-run")
-            start_message = gr.Markdown(elem_id="start-message")
         with gr.Column(scale=3):
             gr.Markdown("### Runs")
             table = gr.Dataframe(
@@ -85,7 +79,7 @@ def build_training(ctx: Lab) -> None:
                 interactive=False,
                 max_height=260,
                 elem_id="runs-table",
-                column_widths=["30%", "14%", "8%", "10%", "8%", "12%", "18%"],
+                column_widths=["26%", "12%", "10%", "10%", "9%", "13%", "20%"],
             )
             with gr.Row():
                 selected = gr.Dropdown([], label="Run", scale=3, elem_id="run-picker")
@@ -94,9 +88,21 @@ def build_training(ctx: Lab) -> None:
                 stop = gr.Button("Stop (keeps the adapter)", variant="stop", size="sm")
                 resume = gr.Button("Resume", size="sm")
             status = gr.Markdown(elem_id="run-status")
+    with gr.Accordion("Hyperparameters", open=False):
+        for spec in METHODS.values():
+            values = _preset_config(ctx, spec.name, first_preset)
+            with gr.Group(visible=spec.name == first_method) as groups[spec.name]:
+                forms[spec.name] = _form(spec.config, values)
+    with gr.Row():
+        start = gr.Button("Start training", variant="primary", elem_id="start-run", scale=1)
+        start_message = gr.Markdown(elem_id="start-message")
     plot = gr.Plot(label="Curves")
     samples = gr.Dataframe(
-        label="What the model answers as it trains (samples.jsonl)", interactive=False, wrap=True, max_height=300
+        pd.DataFrame(columns=SAMPLE_COLUMNS),
+        label="What the model answers as it trains (samples.jsonl)",
+        interactive=False,
+        wrap=True,
+        max_height=300,
     )
     with gr.Accordion("Config and log", open=False):
         config_view = gr.Code(language="yaml", label="config.yaml")
@@ -147,14 +153,18 @@ def build_training(ctx: Lab) -> None:
 
 
 def _form(config_cls: type, values) -> dict[str, gr.components.Component]:
-    """One control per form field of a method's config, grouped as the config groups them, help as the tooltip."""
-    controls, current = {}, None
+    """One control per form field of a method's config, grouped as the config groups them (four to a row),
+    with the field's help and range as its tooltip."""
+    groups: dict[str, list[dataclasses.Field]] = {}
     for spec in form_fields(config_cls):
-        group = group_of(config_cls, spec.name)
-        if group != current:
-            gr.Markdown(f"**{group}**")
-            current = group
-        controls[spec.name] = _component(spec, getattr(values, spec.name))
+        groups.setdefault(group_of(config_cls, spec.name), []).append(spec)
+    controls = {}
+    for group, specs in groups.items():
+        gr.Markdown(f"**{group}**")
+        for first in range(0, len(specs), 4):
+            with gr.Row():
+                for spec in specs[first : first + 4]:
+                    controls[spec.name] = _component(spec, getattr(values, spec.name))
     return controls
 
 
@@ -220,7 +230,9 @@ def _start_run(ctx: Lab, form: NewRunForm, values: dict) -> tuple[str, str]:
     elif spec.data == "preferences":
         options["exclude_annotators"] = values[form.exclude] or []
     try:
-        config = config_from_preset(spec.config, ctx.model_presets[values[form.preset]], overrides, where="form")
+        config = config_from_preset(
+            spec.config, ctx.model_presets[values[form.preset]], overrides, where="Hyperparameters"
+        )
         run = jobs.prepare(ctx.store, spec.name, config, name=values[form.name].strip(), data_file=data_file, **options)
         run = jobs.submit(ctx.store, run)
     except (ValueError, KeyError) as err:
@@ -279,7 +291,8 @@ def poll(ctx: Lab, view: RunView, run_id: str | None, other: str | None, tails: 
 
 def show_run(ctx: Lab, view: RunView, run_id: str | None, other: str | None, tails: dict) -> dict:
     if not run_id:
-        empty = {view.plot: None, view.samples: None, view.config: "", view.log: "", view.tails: tails}
+        no_samples = pd.DataFrame(columns=SAMPLE_COLUMNS)
+        empty = {view.plot: None, view.samples: no_samples, view.config: "", view.log: "", view.tails: tails}
         return {view.status: "Pick a run to see its progress and curves.", **empty}
     run = ctx.store.get_run(run_id)
     spec = get_method(run.method)
@@ -297,7 +310,7 @@ def show_run(ctx: Lab, view: RunView, run_id: str | None, other: str | None, tai
     if other and other != run_id:
         series[ctx.store.get_run(other).name or other] = _tail(ctx, tails, other).read()
     config = (folder / "config.yaml").read_text(encoding="utf-8") if (folder / "config.yaml").is_file() else ""
-    answers = pd.DataFrame(read_samples(folder)[::-1], columns=["step", "prompt", "completion"])
+    answers = pd.DataFrame(read_samples(folder)[::-1], columns=SAMPLE_COLUMNS)
     return {
         view.status: "\n\n".join(lines),
         view.plot: curves(series, spec.panels),

@@ -53,12 +53,17 @@ def describe_range(spec: dataclasses.Field) -> str:
         return "one of " + ", ".join(map(str, meta["choices"]))
     low, high = meta.get("low"), meta.get("high")
     if low is not None and high is not None:
-        return f"[{low:g}, {high:g}{')' if meta.get('high_open') else ']'}"
+        return f"[{_number(low)}, {_number(high)}{')' if meta.get('high_open') else ']'}"
     if low is not None:
-        return f"at least {low:g}"
+        return f"at least {_number(low)}"
     if high is not None:
-        return f"at most {high:g}"
+        return f"at most {_number(high)}"
     return ""
+
+
+def _number(value: float) -> str:
+    """4294967295 and 1000000 as written, 1e-08 as a small number is."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 class RunConfig:
@@ -130,7 +135,7 @@ def _check_value(spec: dataclasses.Field, hint: Any, value: Any) -> Any:
         low, high = meta.get("low"), meta.get("high")
         too_high = high is not None and (value >= high if meta.get("high_open") else value > high)
         if (low is not None and value < low) or too_high:
-            raise ValueError(f"key '{key}' is {value:g}; it must be in {describe_range(spec)}")
+            raise ValueError(f"key '{key}' is {_number(value)}; it must be in {describe_range(spec)}")
     return value
 
 
@@ -291,4 +296,4 @@ def group_of(cls: type, name: str) -> str:
     for group, label in groups:
         if issubclass(cls, group) and name in {f.name for f in dataclasses.fields(group)}:
             return label
-    return "method"
+    return f"{cls.__name__.removesuffix('RunConfig').lower() or 'method'} only"
