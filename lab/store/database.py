@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lab.store import schema
-from lab.store.rows import from_row, workspace_dir
+from lab.store.rows import from_row, now, workspace_dir
 
 
 def contains_text(messages: str, needle: str) -> bool:
@@ -86,3 +86,23 @@ class Database:
         if r is None:
             raise KeyError(f"No {noun} with id {row_id}.")
         return from_row(cls, r)
+
+    def _save(self, table: str, row, columns: dict) -> int:
+        """Insert `row` (a typed row whose id is None) or update it by id, stamping created_at and updated_at."""
+        stamp = now()
+        names = list(columns)
+        with self._write() as db:
+            if row.id is None:
+                row.id = db.execute(
+                    f"INSERT INTO {table} ({', '.join(names)}, created_at, updated_at)"
+                    f" VALUES ({', '.join('?' * len(names))}, ?, ?)",
+                    (*columns.values(), stamp, stamp),
+                ).lastrowid
+                row.created_at = stamp
+            else:
+                db.execute(
+                    f"UPDATE {table} SET {', '.join(f'{n}=?' for n in names)}, updated_at=? WHERE id=?",
+                    (*columns.values(), stamp, row.id),
+                )
+            row.updated_at = stamp
+        return row.id

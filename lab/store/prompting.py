@@ -43,31 +43,15 @@ class PromptingTables(Database):
 
     def save_experiment(self, exp: Experiment) -> int:
         """Insert a new experiment or update an existing one (by id); returns its id."""
-        stamp = now()
-        columns = (
-            exp.name,
-            exp.description,
-            json.dumps(exp.variants),
-            json.dumps(exp.questions),
-            json.dumps(exp.settings),
-            exp.model,
-        )
-        with self._write() as db:
-            if exp.id is None:
-                cur = db.execute(
-                    "INSERT INTO experiments (name, description, variants, questions, settings, model, created_at,"
-                    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (*columns, stamp, stamp),
-                )
-                exp.id, exp.created_at = cur.lastrowid, stamp
-            else:
-                db.execute(
-                    "UPDATE experiments SET name=?, description=?, variants=?, questions=?, settings=?, model=?,"
-                    " updated_at=? WHERE id=?",
-                    (*columns, stamp, exp.id),
-                )
-            exp.updated_at = stamp
-        return exp.id
+        columns = {
+            "name": exp.name,
+            "description": exp.description,
+            "variants": json.dumps(exp.variants),
+            "questions": json.dumps(exp.questions),
+            "settings": json.dumps(exp.settings),
+            "model": exp.model,
+        }
+        return self._save("experiments", exp, columns)
 
     def get_experiment(self, experiment_id: int) -> Experiment:
         """One experiment; KeyError if there is none with that id."""
@@ -133,25 +117,15 @@ class PromptingTables(Database):
 
     def save_conversation(self, conv: Conversation) -> int:
         """Insert or update a chat; its title is its first user message."""
-        stamp = now()
         first = next((m["content"] for m in conv.messages if m["role"] == "user"), "")
         conv.title = conv.title or " ".join(first.split())[:60] or "(empty)"
-        columns = (conv.title, conv.system, json.dumps(conv.messages), conv.model)
-        with self._write() as db:
-            if conv.id is None:
-                cur = db.execute(
-                    "INSERT INTO conversations (title, system, messages, model, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (*columns, stamp, stamp),
-                )
-                conv.id, conv.created_at = cur.lastrowid, stamp
-            else:
-                db.execute(
-                    "UPDATE conversations SET title=?, system=?, messages=?, model=?, updated_at=? WHERE id=?",
-                    (*columns, stamp, conv.id),
-                )
-            conv.updated_at = stamp
-        return conv.id
+        columns = {
+            "title": conv.title,
+            "system": conv.system,
+            "messages": json.dumps(conv.messages),
+            "model": conv.model,
+        }
+        return self._save("conversations", conv, columns)
 
     def get_conversation(self, conversation_id: int) -> Conversation:
         """One chat; KeyError if there is none with that id."""
