@@ -9,12 +9,13 @@ so a user can train on human-only, teacher-only or both and compare.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import nullcontext
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 
-from lab.generate import GenerationSettings, generate
+from lab.generate import GenerationSettings, stream_chat
 from lab.models import BASE_VIEW, ModelManager, free_memory, load_model
 from lab.store import Demonstration, Prompt, Store
 
@@ -49,9 +50,44 @@ def teacher_messages(teacher: Teacher, examples: list[Demonstration], prompt: st
 
 @dataclass
 class DistillProgress:
+    """After each prompt: how many were answered, of how many, and how many answers were saved so far."""
+
     done: int
     total: int
     prompt: str
+    saved: int = 0
+
+
+class StopFlag(threading.Event):
+    """A stop request that a UI can hold per browser session (in gr.State) and a running distillation checks.
+
+    gr.State deep-copies its value, which an Event (it holds a lock) refuses; the flag is shared, never
+    copied, so the Stop handler and the running generator see the same one.
+    """
+
+    def __deepcopy__(self, memo: dict) -> StopFlag:
+        return self
+
+
+def answer(
+    hold: Callable[[], AbstractContextManager],
+    messages: list[dict],
+    settings: GenerationSettings,
+    stop: threading.Event,
+) -> str | None:
+    """The teacher's whole answer, or None if `stop` was set before it finished (checked at every token)."""
+    if stop.is_set():
+        return None
+    replies = stream_chat(hold, messages, settings)
+    text = ""
+    try:
+        for grown in replies:
+            if stop.is_set():
+                break
+            text = grown
+    finally:
+        replies.close()  # ends the generation at the next token
+    return None if stop.is_set() else text.strip()
 
 
 def distill(
@@ -61,8 +97,14 @@ def distill(
     prompts: list[Prompt],
     settings: GenerationSettings,
     author: str = "",
+    stop: threading.Event | None = None,
 ) -> Iterator[DistillProgress]:
-    """Answer each prompt with the teacher and store it as a pending teacher demonstration, one at a time."""
+    """Answer each prompt with the teacher and store it as a pending teacher demonstration, one at a time.
+
+    Setting `stop` ends the work within the answer being written, which is dropped (half an answer is no
+    demonstration); the answers saved before it stay. Closing the iterator stops at the next prompt.
+    """
+    stop = stop or threading.Event()
     prompts = [p for p in prompts if p.text.strip()]
     if not prompts:
         raise ValueError("Choose at least one prompt for the teacher to answer.")
@@ -71,25 +113,28 @@ def distill(
     # so that chat keeps working in between.
     external = load_model(teacher.model, teacher.precision, progress=lambda _: None) if teacher.model else None
     hold = partial(nullcontext, external) if external else partial(models.use, BASE_VIEW)
+    saved = 0
     try:
         for done, prompt in enumerate(prompts, start=1):
-            with hold() as lm:
-                reply = generate(lm, teacher_messages(teacher, examples, prompt.text), settings)
-            if reply.text.strip():
-                messages = [{"role": "user", "content": prompt.text}, {"role": "assistant", "content": reply.text}]
+            text = answer(hold, teacher_messages(teacher, examples, prompt.text), settings, stop)
+            if text is None:
+                return
+            if text:
+                messages = [{"role": "user", "content": prompt.text}, {"role": "assistant", "content": text}]
                 demo = Demonstration(
                     messages,
                     prompt.category,
                     [*prompt.tags, "distilled"],
                     author,
                     origin="teacher",
-                    draft=reply.text,
+                    draft=text,
                     teacher=teacher.describe(),
                     status="pending",
                     source=prompt.source,
                 )
                 store.add_demonstrations([demo])
-            yield DistillProgress(done, len(prompts), prompt.text)
+                saved += 1
+            yield DistillProgress(done, len(prompts), prompt.text, saved)
     finally:
-        external = hold = lm = None  # free the teacher's weights now, not at the next collection
+        external = hold = None  # free the teacher's weights now, not at the next collection
         free_memory()

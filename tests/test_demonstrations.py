@@ -164,3 +164,97 @@ def test_a_duplicate_or_invalid_conversation_is_refused_in_one_sentence(store):
         save_demonstration(store, said("Bye", "Bye!"), category="poetry", tags=[], author="")
     save_demonstration(store, said("Hi", "Hello!!"), demo_id=first, category="chat", tags=[], author="")  # itself
     assert len(store.list_demonstrations(status=None)) == 1
+
+
+def test_stop_ends_distillation_before_the_next_answer(store, tiny_model_dir):
+    from lab.distill import StopFlag
+
+    models = ModelManager()
+    models.load(str(tiny_model_dir), "fp32", "cpu")
+    prompts = [Prompt(f"Question {i}?", "open QA") for i in range(4)]
+    stop = StopFlag()
+    steps = []
+    for step in distill(
+        store, models, Teacher(), prompts, GenerationSettings(temperature=0, max_new_tokens=8), stop=stop
+    ):
+        steps.append(step)
+        stop.set()  # Stop pressed right after the first answer
+    assert [(s.done, s.saved) for s in steps] == [(1, 1)]
+    assert len(store.list_demonstrations(status="pending")) == 1
+
+
+def test_stop_during_an_answer_drops_it_and_stops_generating(store, monkeypatch):
+    import lab.distill
+    from lab.distill import StopFlag
+
+    stop, tokens = StopFlag(), []
+
+    def endless(hold, messages, settings):
+        while True:
+            tokens.append("x")
+            if len(tokens) == 3:
+                stop.set()  # Stop pressed while the teacher is writing
+            yield "x" * len(tokens)
+
+    monkeypatch.setattr(lab.distill, "stream_chat", endless)
+    steps = list(
+        distill(store, ModelManager(), Teacher(), [Prompt("Why?", "open QA")], GenerationSettings(), stop=stop)
+    )
+    assert steps == [] and len(tokens) == 3
+    assert store.list_demonstrations(status=None) == []  # half an answer is not saved
+
+
+def test_a_stop_flag_is_shared_not_copied_by_session_state():
+    import copy
+
+    from lab.distill import StopFlag
+
+    flag = StopFlag()
+    assert copy.deepcopy(flag) is flag
+
+
+def test_bulk_actions_report_only_what_changed(store):
+    from lab import demonstrations as demos
+
+    one, two = store.add_demonstrations([Demonstration(HI), Demonstration(said("Bye", "Bye!"))])
+    gone = demos.delete(store, [one, two, 9999])
+    assert gone.describe("Deleted") == f"Deleted 2 (#{one}, #{two}); not found: #9999."
+    assert (
+        demos.restore(store, [one, two, 9999]).describe("Restored") == f"Restored 2 (#{one}, #{two}); not found: #9999."
+    )
+    assert store.set_demonstration_status([two, 9999], "rejected") == [two]
+    rejected = demos.set_status(store, [one, two, 9999], "rejected")
+    assert rejected.describe("Rejected") == f"Rejected 1 (#{one}); already so: #{two}; not found: #9999."
+    assert store.delete_demonstrations([one]) == [one] and store.delete_demonstrations([one]) == []
+
+
+def test_bulk_review_acts_only_on_the_pending_rows_shown(store):
+    from lab.demonstrations import review_shown
+
+    ids = store.add_demonstrations([Demonstration(said(f"Q{i}", f"A{i}"), status="pending") for i in range(8)])
+    [human] = store.add_demonstrations([Demonstration(HI)])
+    assert review_shown(store, [human], "accepted") == (
+        "No pending answers are shown in the table: set Status to pending to review them first."
+        " 8 more pending are not shown and stay pending."
+    )
+    message = review_shown(store, [ids[0], ids[1], human], "accepted")
+    assert message.startswith("Marked the 2 pending answer(s) shown as accepted") and "6 more pending" in message
+    assert len(store.list_demonstrations(status="pending")) == 6
+    assert {d.id for d in store.list_demonstrations(origins=["human"], status="accepted")} == {human, ids[0], ids[1]}
+
+
+def test_a_long_text_is_previewed_with_an_ellipsis():
+    from lab.demonstrations import preview
+
+    assert preview("short") == "short"
+    long = preview("word " * 10_000)
+    assert len(long) <= 301 and long.endswith("…")
+
+
+def test_a_demonstration_longer_than_training_keeps_gets_a_warning(tiny_model):
+    from lab.demonstrations import length_warning
+
+    short = said("Hi", "Hello!")
+    assert length_warning(tiny_model.tokenizer, short, 1024) is None
+    warning = length_warning(tiny_model.tokenizer, said("Hi", "Paris. " * 500), 1024)
+    assert warning is not None and "longer than the 1024 that training keeps" in warning

@@ -50,24 +50,34 @@ class AnnotationTables(Database):
             if cur.rowcount == 0:
                 raise KeyError(f"No demonstration with id {demo.id}.")
 
-    def set_demonstration_status(self, ids: list[int], status: str) -> None:
-        """Accept, reject or send back to review the demonstrations with these ids."""
+    def set_demonstration_status(self, ids: list[int], status: str) -> list[int]:
+        """Accept, reject or send back to review the live demonstrations with these ids; returns the ids it changed.
+
+        An id that is not there (never was, or is in the bin) and one that already has this status are left out,
+        so that a message built from the result says only what happened.
+        """
         if status not in STATUSES:
             raise ValueError(f"unknown status '{status}'")
-        with self._write() as db:
-            db.executemany(
-                "UPDATE demonstrations SET status=?, updated_at=? WHERE id=?", [(status, now(), i) for i in ids]
-            )
+        return self._change_demonstrations(
+            ids, "SET status=?, updated_at=? WHERE id=? AND deleted_at IS NULL AND status != ?", (status, now()), status
+        )
 
-    def delete_demonstrations(self, ids: list[int]) -> None:
-        """Move to the bin (restore_demonstrations undoes it)."""
-        with self._write() as db:
-            db.executemany("UPDATE demonstrations SET deleted_at=? WHERE id=?", [(now(), i) for i in ids])
+    def delete_demonstrations(self, ids: list[int]) -> list[int]:
+        """Move the live ones among these ids to the bin (restore_demonstrations undoes it); returns those moved."""
+        return self._change_demonstrations(ids, "SET deleted_at=? WHERE id=? AND deleted_at IS NULL", (now(),))
 
-    def restore_demonstrations(self, ids: list[int]) -> None:
-        """Bring demonstrations back from the bin."""
+    def restore_demonstrations(self, ids: list[int]) -> list[int]:
+        """Bring the ones among these ids back from the bin; returns those restored."""
+        return self._change_demonstrations(ids, "SET deleted_at=NULL WHERE id=? AND deleted_at IS NOT NULL", ())
+
+    def _change_demonstrations(self, ids: list[int], update: str, before: tuple, *after) -> list[int]:
+        """Run `UPDATE demonstrations <update>` once per id in one transaction; the ids whose row it changed."""
+        changed = []
         with self._write() as db:
-            db.executemany("UPDATE demonstrations SET deleted_at=NULL WHERE id=?", [(i,) for i in ids])
+            for i in dict.fromkeys(ids):  # an id typed twice changes once
+                if db.execute(f"UPDATE demonstrations {update}", (*before, i, *after)).rowcount:
+                    changed.append(i)
+        return changed
 
     def find_duplicate(self, messages: list[dict], exclude: int | None = None) -> int | None:
         """The id of a live demonstration with the same conversation, if any."""
