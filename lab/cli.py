@@ -34,6 +34,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """Stream one reply to --prompt from --model (the embedded default unless given)."""
+    messages = build_messages(args.prompt, args.system)  # an empty prompt is refused before anything loads
     settings = GenerationSettings(args.temperature, args.top_p, args.max_new_tokens, args.seed, args.stop or [])
     manager = ModelManager(on_status=lambda message: print(message, file=sys.stderr))
     manager.load(args.model, args.precision, args.device)
@@ -42,7 +43,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         view = Path(args.adapter).name
         manager.add_adapter(view, args.adapter)
     printed = ""
-    for text in stream_chat(partial(manager.use, view), build_messages(args.prompt, args.system), settings):
+    for text in stream_chat(partial(manager.use, view), messages, settings):
         print(text[len(printed) :], end="", flush=True)
         printed = text
     print()

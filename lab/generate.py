@@ -54,7 +54,9 @@ Message = dict[str, str]
 
 
 def build_messages(user: str, system: str | None = None, history: list[Message] | None = None) -> list[Message]:
-    """System prompt (if any), the earlier turns, then the new user turn."""
+    """System prompt (if any), the earlier turns, then the new user turn (ValueError if it is empty)."""
+    if not user or not user.strip():
+        raise ValueError("The prompt is empty: type a message for the model to answer.")
     messages: list[Message] = [{"role": "system", "content": system}] if system and system.strip() else []
     messages += [{"role": m["role"], "content": m["content"]} for m in history or []]
     messages.append({"role": "user", "content": user})

