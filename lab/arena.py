@@ -18,6 +18,26 @@ import pandas as pd
 from lab.preferences import preference_rows
 from lab.store import Comparison, Store
 
+IMPORT_SOURCE = "import:"  # comparisons read from a file: no annotator on screen, and no known display order
+LEADERBOARD_COLUMNS = ["model", "score", "low", "high", "battles"]
+ANNOTATOR_COLUMNS = ["annotator", "votes", "shared items", "agreement with majority", "flagged"]
+
+
+def is_imported(c: Comparison) -> bool:
+    """Read from a preference file rather than voted in this lab."""
+    return c.source.startswith(IMPORT_SOURCE)
+
+
+def counted_votes(comparisons: list[Comparison]) -> list[Comparison]:
+    """The votes every Arena figure counts: all but skips (a skip says nothing about the answers)."""
+    return [c for c in comparisons if c.verdict != "skipped"]
+
+
+def rated_here(comparisons: list[Comparison]) -> list[Comparison]:
+    """Votes cast in this lab, the ones rater quality and position bias can judge: imported comparisons have
+    no rater who saw them and no known display order, so they are left out of both."""
+    return [c for c in counted_votes(comparisons) if not is_imported(c)]
+
 
 def label(c: Comparison) -> str:
     """What a vote says about its item, comparable across raters: the winning answer's text, 'tie' or 'both-bad'."""
@@ -31,8 +51,8 @@ def label(c: Comparison) -> str:
 def _votes_by_item(comparisons: list[Comparison]) -> dict[str, dict[str, str]]:
     """item → annotator → label (an annotator's latest vote on the item counts)."""
     items: dict[str, dict[str, str]] = defaultdict(dict)
-    for c in comparisons:
-        if c.verdict != "skipped" and c.annotator:
+    for c in rated_here(comparisons):
+        if c.annotator:
             items[c.item][c.annotator] = label(c)
     return {item: votes for item, votes in items.items() if len(votes) >= 2}
 
@@ -74,7 +94,7 @@ def annotator_report(comparisons: list[Comparison], min_items: int = 5, margin: 
     adversarial rater, whose votes the export can leave out.
     """
     items = _votes_by_item(comparisons)
-    votes = Counter(c.annotator for c in comparisons if c.verdict != "skipped")
+    votes = Counter(c.annotator for c in rated_here(comparisons))
     hits: dict[str, list[bool]] = defaultdict(list)
     for item_votes in items.values():
         for annotator, value in item_votes.items():
@@ -90,7 +110,7 @@ def annotator_report(comparisons: list[Comparison], min_items: int = 5, margin: 
         }
         for name in sorted(votes)
     ]
-    frame = pd.DataFrame(rows, columns=["annotator", "votes", "shared items", "agreement with majority"])
+    frame = pd.DataFrame(rows, columns=ANNOTATOR_COLUMNS[:-1])
     scored = frame[frame["shared items"] >= min_items]
     median = scored["agreement with majority"].median() if len(scored) else None
     frame["flagged"] = [
@@ -103,8 +123,8 @@ def annotator_report(comparisons: list[Comparison], min_items: int = 5, margin: 
 
 
 def position_bias(comparisons: list[Comparison]) -> dict:
-    """How often the answer shown first (left) wins a decisive vote; 0.5 is no bias."""
-    decisive = [c for c in comparisons if c.verdict == "ranked" and c.ranks.count(min(c.ranks)) == 1]
+    """How often the answer shown first (left) wins a decisive vote cast here; 0.5 is no bias."""
+    decisive = [c for c in rated_here(comparisons) if c.verdict == "ranked" and c.ranks.count(min(c.ranks)) == 1]
     first_wins = sum(c.ranks[c.shown[0]] == min(c.ranks) for c in decisive)
     chance = float(np.mean([1 / len(c.candidates) for c in decisive])) if decisive else None
     return {
@@ -158,7 +178,7 @@ def _scores(frame: pd.DataFrame, models: list[str]) -> np.ndarray:
 def leaderboard(frame: pd.DataFrame, rounds: int = 200, seed: int = 0) -> pd.DataFrame:
     """Models ranked by Bradley-Terry score, with 95% bootstrap intervals over the battles."""
     if frame.empty:
-        return pd.DataFrame(columns=["model", "score", "low", "high", "battles"])
+        return pd.DataFrame(columns=LEADERBOARD_COLUMNS)
     models = sorted(set(frame["model_a"]) | set(frame["model_b"]))
     rng = np.random.default_rng(seed)
     boots = [_scores(frame.iloc[rng.integers(0, len(frame), len(frame))], models) for _ in range(rounds)]
@@ -177,7 +197,10 @@ def leaderboard(frame: pd.DataFrame, rounds: int = 200, seed: int = 0) -> pd.Dat
 
 
 def win_rates(frame: pd.DataFrame) -> pd.DataFrame:
-    """Share of battles the row model won against the column model (ties count half)."""
+    """Share of battles the row model won against the column model (ties count half).
+
+    The row labels are a first column named "model" (not the index), since a table on screen drops the index.
+    """
     models = sorted(set(frame["model_a"]) | set(frame["model_b"]))
     wins = pd.DataFrame(0.0, index=models, columns=models)
     games = pd.DataFrame(0.0, index=models, columns=models)
@@ -187,22 +210,42 @@ def win_rates(frame: pd.DataFrame) -> pd.DataFrame:
         wins.loc[b, a] += 1 - score
         games.loc[a, b] += 1
         games.loc[b, a] += 1
-    return (wins / games.replace(0, np.nan)).round(3)
+    rates = (wins / games.replace(0, np.nan)).round(3)
+    return rates.rename_axis("model").reset_index()
 
 
 @dataclass(frozen=True)
 class ArenaReport:
     """Everything the Arena shows about the live votes of a workspace; shared between callers, so never mutated."""
 
-    votes: int
-    verdicts: dict[str, int]  # verdict → how many votes gave it
+    votes: int  # counted votes: every comparison but skips, imported ones included
+    imported: int  # of those, read from preference files
+    skipped: int
+    verdicts: dict[str, int]  # verdict → how many counted votes gave it
     pairs: int  # preference pairs the votes export as
     battles: pd.DataFrame
     leaderboard: pd.DataFrame
-    win_rates: pd.DataFrame | None  # None until two different models met
+    win_rates: pd.DataFrame  # only the "model" column until two different models met
     agreement: dict
     position_bias: dict
     annotators: pd.DataFrame
+
+    def summary(self) -> str:
+        """One Markdown paragraph whose counts are the ones the tables and the export use, saying what is counted."""
+        verdicts = ", ".join(f"{n} {v}" for v, n in self.verdicts.items()) or "none yet"
+        lines = [
+            f"**{self.votes} votes** ({verdicts}) → **{self.pairs} preference pairs**; "
+            f"{len(self.battles)} battles between different models."
+        ]
+        if self.skipped:
+            lines.append(f"{self.skipped} skipped prompts are not counted as votes.")
+        if self.imported:
+            lines.append(
+                f"{self.imported} of the votes are imported: they count in the pairs and the leaderboard, but not "
+                "per annotator, in agreement or in position bias, since who rated them and in which order "
+                "the answers were shown is not known."
+            )
+        return "  \n".join(lines)
 
     @property
     def flagged(self) -> list[str]:
@@ -229,14 +272,17 @@ def arena_report(store: Store) -> ArenaReport:
     if cached and cached[0] == version:
         return cached[1]
     comparisons = store.list_comparisons()
+    votes = counted_votes(comparisons)
     frame = battles(comparisons)
     report = ArenaReport(
-        votes=len(comparisons),
-        verdicts=dict(Counter(c.verdict for c in comparisons).most_common()),
+        votes=len(votes),
+        imported=sum(is_imported(c) for c in votes),
+        skipped=len(comparisons) - len(votes),
+        verdicts=dict(Counter(c.verdict for c in votes).most_common()),
         pairs=len(preference_rows(comparisons)),
         battles=frame,
         leaderboard=leaderboard(frame),
-        win_rates=win_rates(frame) if len(frame) else None,
+        win_rates=win_rates(frame),
         agreement=agreement(comparisons),
         position_bias=position_bias(comparisons),
         annotators=annotator_report(comparisons),

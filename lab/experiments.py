@@ -36,7 +36,7 @@ def new_experiment(
     questions = [q.strip() for q in questions if q.strip()]
     if not questions:
         raise ValueError("Add at least one question (one per line).")
-    checked = [Variant.model_validate(v).model_dump() for v in variants]
+    checked = [_checked_variant(v) for v in variants]
     if not checked:
         raise ValueError("Add at least one prompt variant.")
     names = [v["name"] for v in checked]
@@ -46,6 +46,21 @@ def new_experiment(
     return Experiment(
         name=name.strip(), variants=checked, questions=questions, settings=settings, description=description
     )
+
+
+def _checked_variant(row: dict) -> dict:
+    """One variant row, validated; a problem is one sentence naming the variant and the field."""
+    from pydantic import ValidationError
+
+    try:
+        return Variant.model_validate(row).model_dump()
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(map(str, first["loc"])) or "row"
+        # pydantic words it "Value error, a template must contain …": drop the prefix and the field's own article
+        message = first["msg"].removeprefix("Value error, ").removeprefix(f"a {field} ")
+        name = str(row.get("name") or "").strip() or "(unnamed)"
+        raise ValueError(f"Variant '{name}': the {field} {message[:1].lower()}{message[1:]}.") from None
 
 
 def from_preset(preset: ExperimentPreset) -> Experiment:
@@ -95,8 +110,37 @@ class Progress:
 
 
 def model_reference(models: ModelManager, view: str) -> str:
-    """A short name for what answers: the loaded base (a local folder by its name) and the view (base or adapter)."""
+    """A short name for what answers: the loaded base (a local folder by its name) and the view (base or adapter).
+
+    Only the view names an adapter: others may be attached to the model, but the 'base' view disables them all.
+    """
     return str(ModelRef(models.require().base, view))
+
+
+def describe_view(models: ModelManager, view: str) -> str:
+    """The experiment's note of what answered: base, precision, device and the view, not every attached adapter."""
+    lm = models.require()
+    return f"{lm.base} · {lm.precision} · {lm.device} · view: {view}"
+
+
+def waiting_for(models: ModelManager) -> str | None:
+    """Why generation cannot start at once, in words, or None when the model is free.
+
+    The manager holds one lock for every generation (switching adapters mutates the model in place), so a
+    chat or another tab's run makes this one wait; saying so beats a silent spinner.
+    """
+    if models.loading:
+        return f"waiting for the model to load ({models.status})"
+    lock = models._lock  # the manager has no public "busy"; a non-blocking try tells without waiting
+    if not lock.acquire(blocking=False):
+        return "waiting for the model behind another request"
+    lock.release()
+    return None
+
+
+def progress_text(done: int, total: int, what: str = "cells", waiting: str | None = None) -> str:
+    """Progress in words for a status line: "3 of 12 cells… waiting for the model behind another request"."""
+    return f"{done} of {total} {what}… {waiting or 'generating'}"
 
 
 def run_experiment(
@@ -106,6 +150,8 @@ def run_experiment(
 
     Yields after each cell, so a caller can show progress or stop by closing the
     iterator. The model is held one cell at a time, so a chat can interleave.
+    Each cell records the view it was generated with (the one passed to `models.use`),
+    whatever other adapters are attached.
     """
     exp = store.get_experiment(experiment_id)
     settings = GenerationSettings(**exp.settings)
@@ -113,13 +159,14 @@ def run_experiment(
     results = store.list_results(experiment_id) if only_missing else []
     have = {(r.variant, r.question) for r in results if r.model == reference}
     cells = [(v, q) for q in range(len(exp.questions)) for v in range(len(exp.variants)) if (v, q) not in have]
-    exp.model = f"{models.require().describe()} · view: {view}"
+    exp.model = describe_view(models, view)
     store.save_experiment(exp)
     for done, (v, q) in enumerate(cells, start=1):
         variant = Variant.model_validate(exp.variants[v])
         with models.use(view) as lm:
             out = generate(lm, variant.messages(exp.questions[q]), settings)
-        result = Result(experiment_id, v, q, out.text, out.prompt_tokens, out.new_tokens, out.seconds, model=reference)
+            answered = str(ModelRef(lm.base, view))  # the base and view that just answered, not the first cell's
+        result = Result(experiment_id, v, q, out.text, out.prompt_tokens, out.new_tokens, out.seconds, model=answered)
         store.save_result(result)
         yield Progress(done, len(cells), variant.name, exp.questions[q])
 

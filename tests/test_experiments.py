@@ -184,3 +184,50 @@ def test_an_identical_experiment_is_reopened_and_a_changed_one_is_new(store):
     new_id, message = experiments.save_experiment(store, changed, eid)
     assert new_id != eid and "new experiment" in message
     assert store.get_experiment(eid).questions == ["q1"]
+
+
+def test_a_bad_variant_is_one_sentence_naming_it():
+    with pytest.raises(ValueError) as err:
+        experiments.new_experiment("x", [VARIANTS[0], {"name": "x", "template": "no slot"}], ["q"], SETTINGS)
+    assert str(err.value) == "Variant 'x': the template must contain {question}."
+
+
+def test_cells_record_the_view_that_answered_not_the_adapters_attached(store, manager, tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    lora = get_peft_model(manager.require().model, LoraConfig(r=4, target_modules="all-linear"))
+    lora.save_pretrained(tmp_path / "adapter")
+    manager.loaded.model = lora.unload()  # back to the plain base, then attach the saved adapter by name
+    manager.add_adapter("sft-1", tmp_path / "adapter")
+    eid = saved(store, questions=("Why is the sky blue?",))
+    list(experiments.run_experiment(store, manager, eid, view="base"))
+    assert {r.model for r in store.list_results(eid)} == {experiments.model_reference(manager, "base")}
+    assert "sft-1" not in store.get_experiment(eid).model and "view: base" in store.get_experiment(eid).model
+    list(experiments.run_experiment(store, manager, eid, view="sft-1"))
+    assert {r.model.split(" · ")[-1] for r in store.list_results(eid)} == {"base", "sft-1"}
+    assert store.get_experiment(eid).model.endswith("view: sft-1")
+
+
+def test_waiting_for_the_model_is_said_in_words(manager):
+    import threading
+
+    assert experiments.waiting_for(manager) is None
+    held, release = threading.Event(), threading.Event()
+
+    def chat() -> None:
+        with manager.use("base"):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=chat)
+    thread.start()
+    held.wait(10)
+    try:
+        assert experiments.waiting_for(manager) == "waiting for the model behind another request"
+    finally:
+        release.set()
+        thread.join()
+    manager.loading, manager.status = True, "Converting the default model…"
+    assert experiments.waiting_for(manager) == "waiting for the model to load (Converting the default model…)"
+    text = experiments.progress_text(3, 12, waiting="waiting for the model behind another request")
+    assert text == "3 of 12 cells… waiting for the model behind another request"

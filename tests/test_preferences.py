@@ -150,7 +150,7 @@ def test_leaderboard_recovers_a_known_order():
     board = leaderboard(frame, rounds=50)
     assert list(board["model"]) == ["strong", "good", "fair", "weak"]
     assert (board["low"] <= board["score"]).all() and (board["score"] <= board["high"]).all()
-    rates = win_rates(frame)
+    rates = win_rates(frame).set_index("model")
     assert rates.loc["strong", "weak"] > 0.85 and rates.loc["weak", "strong"] < 0.15
 
 

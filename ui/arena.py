@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from lab import Lab
-from lab.arena import arena_report
+from lab.arena import ANNOTATOR_COLUMNS, LEADERBOARD_COLUMNS, arena_report, counted_votes
 from lab.data import DataFileError
 from lab.preferences import export_preferences, import_preferences, preference_rows, preview_preferences
 from ui.downloads import DOWNLOAD_JS, session_folder
@@ -43,22 +43,35 @@ class ArenaView:
     def export(self) -> list:
         return [self.export_note, *self.downloads.values()]
 
+    @property
+    def everything(self) -> list:
+        """The report and the export note: refreshed together, so their counts always agree."""
+        return [*self.report, *self.export]
+
 
 def build_arena(ctx: Lab, tab: gr.Tab) -> None:
     refresh = gr.Button("Refresh", size="sm")
     summary = gr.Markdown(elem_id="arena-summary")
     with gr.Row():
+        # Every table starts with its column names, so an empty one never shows Gradio's "1 2 3" placeholder.
         board = gr.Dataframe(
-            label="Leaderboard (Bradley-Terry, 95% bootstrap interval)", interactive=False, elem_id="leaderboard"
+            pd.DataFrame(columns=LEADERBOARD_COLUMNS),
+            label="Leaderboard (Bradley-Terry, 95% bootstrap interval)",
+            interactive=False,
+            elem_id="leaderboard",
         )
         chart = gr.Plot(label="Scores")
     rates = gr.Dataframe(
-        label="Win rate of the row model against the column model (ties count half)", interactive=False
+        pd.DataFrame(columns=["model"]),
+        label="Win rate of the row model against the column model (ties count half)",
+        interactive=False,
+        elem_id="win-rates",
     )
     gr.Markdown("### Rater quality")
     quality = gr.Markdown(elem_id="rater-quality")
     raters = gr.Dataframe(
-        label="Annotators (flagged: far below the others' agreement with the majority)",
+        pd.DataFrame(columns=ANNOTATOR_COLUMNS),
+        label="Annotators: votes cast here (flagged: far below the others' agreement with the majority)",
         interactive=False,
         elem_id="annotators",
     )
@@ -86,32 +99,24 @@ def build_arena(ctx: Lab, tab: gr.Tab) -> None:
         )
         with gr.Column():
             preview = gr.Markdown()
-            do_import = gr.Button("Import", interactive=False)
+            do_import = gr.Button("Import", interactive=False, elem_id="import-preferences")
 
     view = ArenaView(summary, board, chart, rates, quality, raters, exclude, export_note, downloads, preview, do_import)
-    gr.on([refresh.click, tab.select], partial(show_arena, ctx, view), outputs=view.report).then(
-        partial(describe_export, ctx, view), exclude, view.export
-    )
+    gr.on([refresh.click, tab.select], partial(refresh_arena, ctx, view), exclude, view.everything)
     exclude.input(partial(describe_export, ctx, view), exclude, view.export)
     for negatives, button in exports.items():  # one click writes the file and downloads it
         button.click(_exporter(ctx, view, negatives), exclude, view.export).success(
             None, downloads[negatives], js=DOWNLOAD_JS
         )
     upload.change(partial(preview_file, view), upload, [preview, do_import])
-    do_import.click(partial(import_file, ctx, view), upload, [preview, do_import]).then(
-        partial(show_arena, ctx, view), outputs=view.report
-    )
+    do_import.click(partial(import_file, ctx, view), [upload, exclude], [preview, do_import, *view.everything])
 
 
 def show_arena(ctx: Lab, view: ArenaView) -> dict:
     """The leaderboard, win rates and rater quality; refitted only when the votes changed."""
     report = arena_report(ctx.store)
-    verdicts = ", ".join(f"{n} {v}" for v, n in report.verdicts.items()) or "none yet"
     return {
-        view.summary: (
-            f"**{report.votes} votes** ({verdicts}) → **{report.pairs} preference pairs**; "
-            f"{len(report.battles)} battles between different models."
-        ),
+        view.summary: report.summary(),
         view.board: report.leaderboard,
         view.chart: _chart(report.leaderboard),
         view.rates: report.win_rates,
@@ -119,6 +124,11 @@ def show_arena(ctx: Lab, view: ArenaView) -> dict:
         view.raters: report.annotators,
         view.exclude: gr.update(choices=report.annotators["annotator"].tolist(), value=report.flagged),
     }
+
+
+def refresh_arena(ctx: Lab, view: ArenaView, excluded: list[str] | None) -> dict:
+    """The report and what an export would hold now, from the same votes."""
+    return {**show_arena(ctx, view), **describe_export(ctx, view, excluded)}
 
 
 def _quality_text(stats: dict, bias: dict) -> str:
@@ -136,7 +146,8 @@ def _quality_text(stats: dict, bias: dict) -> str:
     if bias["decisive"]:
         lines.append(
             f"Position bias: the answer shown first won {bias['first_wins']} of {bias['decisive']} "
-            f"decisive votes ({bias['rate']:.0%}; no bias is {bias['chance']:.0%})."
+            f"decisive votes cast here ({bias['rate']:.0%}; no bias is {bias['chance']:.0%}); imported ones are "
+            "left out, since their display order is not known."
         )
     return "  \n".join(lines)
 
@@ -170,7 +181,8 @@ def _chart(board: pd.DataFrame) -> go.Figure | None:
 def _export_note(ctx: Lab, excluded: tuple[str, ...]) -> str:
     kept = ctx.store.list_comparisons(excluded)
     left_out = f" (leaving out {', '.join(excluded)})" if excluded else ""
-    return f"The export holds {len(preference_rows(kept))} preference pairs from {len(kept)} votes{left_out}."
+    votes = len(counted_votes(kept))  # counted as the summary counts them: skips are not votes
+    return f"The export holds {len(preference_rows(kept))} preference pairs from {votes} votes{left_out}."
 
 
 def describe_export(ctx: Lab, view: ArenaView, excluded: list[str] | None) -> dict:
@@ -187,8 +199,11 @@ def export_file(ctx: Lab, view: ArenaView, excluded: list[str] | None, request: 
     path = session_folder(ctx, request) / EXPORTS[negatives]
     try:
         export_preferences(ctx.store, path, excluded, negatives=negatives)
-    except DataFileError as err:
-        raise gr.Error(str(err)) from err
+    except DataFileError as err:  # said beside the buttons; the emptied DownloadButton downloads nothing
+        return {
+            view.export_note: f"**Nothing to export:** {err}",
+            view.downloads[negatives]: gr.update(value=None, visible=False),
+        }
     return {
         view.export_note: _export_note(ctx, excluded),
         view.downloads[negatives]: gr.update(value=str(path), visible=True),
@@ -215,12 +230,14 @@ def preview_file(view: ArenaView, path: str | None) -> dict:
     return {view.preview: f"**Preview:** {result.summary()}", view.do_import: gr.update(interactive=True)}
 
 
-def import_file(ctx: Lab, view: ArenaView, path: str | None) -> dict:
-    """Import every row of the uploaded file, or none of them."""
+def import_file(ctx: Lab, view: ArenaView, path: str | None, excluded: list[str] | None) -> dict:
+    """Import every row of the uploaded file, or none of them; then the report and the export note, from the
+    same votes, and no download of an export written before the import."""
     if not path:
-        raise gr.Error("Choose a file first.")
+        return {view.preview: "**Choose a file first.**"}
     try:
         result = import_preferences(ctx.store, path)
     except DataFileError as err:
-        raise gr.Error(str(err)) from err
-    return {view.preview: result.summary(), view.do_import: gr.update(interactive=False)}
+        return {view.preview: f"**Cannot import:** {err}", view.do_import: gr.update(interactive=False)}
+    imported = {view.preview: result.summary(), view.do_import: gr.update(interactive=False)}
+    return {**imported, **refresh_arena(ctx, view, excluded)}
