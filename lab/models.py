@@ -266,6 +266,7 @@ class ModelManager:
         self.loading = False
         self._on_status = on_status
         self._lock = threading.RLock()
+        self._holders = 0  # requests holding the model now (generation takes it for its whole duration)
 
     def _progress(self, message: str) -> None:
         self.status = message
@@ -341,7 +342,7 @@ class ModelManager:
     @contextmanager
     def use(self, view: str = BASE_VIEW) -> Iterator[LoadedModel]:
         """Hold the model with one adapter active, or with all adapters disabled for BASE_VIEW."""
-        with self._lock:
+        with self._lock, self._held():
             lm = self.require()
             if view != BASE_VIEW and view not in lm.adapters:
                 raise ModelError(f"No adapter named '{view}' is attached to {lm.base}.")
@@ -355,6 +356,19 @@ class ModelManager:
                 ctx = nullcontext()
             with ctx:
                 yield lm
+
+    @contextmanager
+    def _held(self) -> Iterator[None]:
+        self._holders += 1
+        try:
+            yield
+        finally:
+            self._holders -= 1
+
+    @property
+    def busy(self) -> bool:
+        """Is a request using the model now (so a new one waits behind it)?"""
+        return self._holders > 0 or self.loading
 
 
 def _weights_stamp(folder: Path) -> float:

@@ -105,3 +105,23 @@ def test_a_runs_config_yaml_reproduces_it_with_provenance(tiny_model_dir, tmp_pa
     card = (folder / "adapter" / "README.md").read_text()
     assert "file signoff.jsonl" in card and p["data"]["sha256"] in card and "base_model:" in card
     assert json.loads((folder / "final_metrics.json").read_text())["train_loss"] > 0
+
+
+@pytest.mark.parametrize(("field", "value"), [("max_steps", -5), ("learning_rate", 1e9)])
+def test_the_training_form_refuses_values_out_of_range(tmp_path, field, value):
+    import gradio as gr
+
+    from lab import Lab
+    from ui.errors import UserError
+    from ui.training import build_training, queue_run
+
+    lab = Lab(tmp_path / "ws")
+    with gr.Blocks():
+        form = build_training(lab)
+    values = {form.method: "sft", form.preset: "cpu-default", form.name: "", form.start_from: "(new adapter)"}
+    values |= {form.origins: ["human"], form.exclude: [], form.data_file: str(SIGNOFF)}
+    values |= {control: control.value for control in form.fields["sft"].values()}
+    values[form.fields["sft"][field]] = value
+    with pytest.raises(UserError, match=rf"key '{field}' is .*; it must be in \["):
+        queue_run(lab, form, values)
+    assert Store(tmp_path / "ws").list_runs() == []  # nothing was queued

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from lab import Lab, jobs
@@ -35,6 +36,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # One line per refused request on the terminal (ui.errors.UserError); tracebacks only for real faults.
+    log = logging.getLogger("alignment_lab")
+    log.setLevel(logging.INFO)
+    log.addHandler(logging.StreamHandler())
     store = Store(args.workspace)
     seed_prompt_pool(store, question_sets())
     jobs.watch(store)  # repairs runs left "running" by a previous app, then keeps the queue moving

@@ -18,8 +18,9 @@ from lab.generate import (
     stream_chat,
 )
 from lab.models import ModelError
-from lab.refs import BASE_VIEW, DEFAULT_MODEL, DEVICES, PRECISIONS
+from lab.refs import BASE_VIEW, DEFAULT_MODEL, DEVICES, PRECISIONS, ModelRef
 from lab.store import Conversation
+from ui.errors import UserError
 
 WAIT_FOR_MODEL_S = 600
 
@@ -107,7 +108,7 @@ def build_chat(ctx: Lab) -> None:
     sampling = [system, temperature, top_p, max_new, seed, stop, view]
     submitted = {
         "fn": partial(add_message, ctx),
-        "inputs": [message, chatbot, system, conversation_id, max_new],
+        "inputs": [message, chatbot, system, conversation_id, max_new, view],
         "outputs": [message, chatbot, conversation_id],
     }
     reply = {"fn": partial(bot_reply, ctx), "inputs": [chatbot, conversation_id, *sampling], "outputs": chatbot}
@@ -122,10 +123,14 @@ def build_chat(ctx: Lab) -> None:
     view.focus(lambda: gr.update(choices=ctx.views()), outputs=view)
 
 
-def add_message(ctx: Lab, text: str, history: list, system: str, conversation_id: int | None, max_new: float):
-    """Append the user's turn and save it before the model answers; a message that cannot fit stays in the box."""
+def add_message(
+    ctx: Lab, text: str, history: list, system: str, conversation_id: int | None, max_new: float, view: str
+):
+    """Append the user's turn and save it before the model answers; a message that cannot fit stays in the box.
+    A refusal is a warning, so the conversation stays on screen."""
     if not text.strip():
-        raise gr.Error("Type a message first.")
+        gr.Warning("Type a message first.")
+        return gr.skip(), gr.skip(), gr.skip()
     turns = plain_messages(history)
     if ctx.models.loaded is not None:
         try:
@@ -134,7 +139,7 @@ def add_message(ctx: Lab, text: str, history: list, system: str, conversation_id
             gr.Warning(str(err))
             return gr.skip(), gr.skip(), gr.skip()
     history = [*history, {"role": "user", "content": text}]
-    return "", history, save(ctx, conversation_id, history, system)
+    return "", history, save(ctx, conversation_id, history, system, view)
 
 
 def drop_last_reply(history: list) -> list:
@@ -144,10 +149,12 @@ def drop_last_reply(history: list) -> list:
     return history
 
 
-def save(ctx: Lab, conversation_id: int | None, history: list, system: str) -> int:
+def save(ctx: Lab, conversation_id: int | None, history: list, system: str, view: str) -> int:
+    """Store the conversation with the model view that answers it (the base, or one adapter)."""
     loaded = ctx.models.loaded
     turns = [m for m in plain_messages(history) if m["content"].strip()]  # never an empty reply
-    conv = Conversation(turns, system or "", loaded.describe() if loaded else "", id=conversation_id)
+    model = str(ModelRef(loaded.base, view)) if loaded else ""
+    conv = Conversation(turns, system or "", model, id=conversation_id)
     return ctx.store.save_conversation(conv)
 
 
@@ -176,7 +183,10 @@ def bot_reply(
         history[-1]["content"] = f"⏳ {ctx.models.status}"
         yield history
         time.sleep(0.5)
-    history[-1]["content"] = ""
+    waiting = "⏳ waiting for the model: it is answering another request…"
+    history[-1]["content"] = waiting if ctx.models.busy else ""
+    if history[-1]["content"]:
+        yield history  # replaced by the reply as soon as its first token arrives
     try:
         attach_adapter(ctx.store, ctx.models, view)
         for text in stream_chat(partial(ctx.models.use, view), messages, settings):
@@ -185,7 +195,9 @@ def bot_reply(
     except (ModelError, PromptTooLongError) as err:
         gr.Warning(str(err))  # a warning, so the conversation stays on screen
     finally:
-        save(ctx, conversation_id, history, system)
+        if history[-1]["content"] == waiting:  # no token came: the wait is not part of the conversation
+            history[-1]["content"] = ""
+        save(ctx, conversation_id, history, system, view)
     yield [m for m in history if m["role"] != "assistant" or m["content"]]
 
 
@@ -199,7 +211,7 @@ def reopen(ctx: Lab, conversation_id: int | None):
 def load_model(ctx: Lab, model: str, precision: str, device: str):
     """Load another base for everyone (refused on a shared app, where only the command line chooses it)."""
     if ctx.shared:
-        raise gr.Error("On a shared app only the command line chooses the base model.")
+        raise UserError("On a shared app only the command line chooses the base model.")
     try:
         ctx.models.load(model or DEFAULT_MODEL, precision, device)
     except ModelError as err:

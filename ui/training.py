@@ -19,13 +19,14 @@ from lab.store import ORIGINS
 from lab.train import METHODS, get_method
 from lab.train.config import config_from_preset, describe_range, form_fields, group_of
 from lab.train.runs import MetricsTail, log_tail, read_samples
+from ui.errors import UserError
 
 RUN_COLUMNS = ["id", "name", "method", "status", "steps", "final loss", "created"]
 SAMPLE_COLUMNS = ["step", "prompt", "completion"]
 NEW_ADAPTER = "(new adapter)"
 
 
-def build_training(ctx: Lab) -> None:
+def build_training(ctx: Lab) -> NewRunForm:
     tails = gr.State({})  # run id → MetricsTail: this browser reads only what each run appended since its last poll
     first_preset = "cpu-default" if "cpu-default" in ctx.model_presets else next(iter(ctx.model_presets))
     first_method = next(iter(METHODS))
@@ -131,7 +132,7 @@ def build_training(ctx: Lab) -> None:
     form = NewRunForm(method, preset, name, start_from, origins, exclude, data_file, forms)
 
     def start_run(values: dict):
-        message, run_id = _start_run(ctx, form, values)
+        message, run_id = queue_run(ctx, form, values)
         return {start_message: message, selected: gr.update(choices=_run_choices(ctx), value=run_id)}
 
     method.change(pick_method, method, [*groups.values(), origins, exclude])
@@ -150,6 +151,7 @@ def build_training(ctx: Lab) -> None:
     )
     stop.click(partial(stop_run, ctx), selected, status)
     resume.click(partial(resume_run, ctx), selected, status)
+    return form
 
 
 def _form(config_cls: type, values) -> dict[str, gr.components.Component]:
@@ -184,7 +186,8 @@ def _preset_config(ctx: Lab, method: str, preset: str):
 
 
 def _run_choices(ctx: Lab) -> list[tuple[str, str]]:
-    return [(f"{r.name or r.id} · {r.method} · {r.status}", r.id) for r in ctx.store.list_runs()]
+    # No status in the label: a choice is not refreshed while a run moves on; the status line says it live.
+    return [(f"{r.name} · {r.id}" if r.name else r.id, r.id) for r in ctx.store.list_runs()]
 
 
 def _annotators(ctx: Lab) -> list[str]:
@@ -211,21 +214,21 @@ class NewRunForm:
     fields: dict[str, dict[str, gr.components.Component]]  # method → config field → control
 
 
-def _start_run(ctx: Lab, form: NewRunForm, values: dict) -> tuple[str, str]:
+def queue_run(ctx: Lab, form: NewRunForm, values: dict) -> tuple[str, str]:
     """Check the form into a config (one sentence if wrong), then queue the run; it starts when the device is free.
     Returns the message and the run's id."""
     spec = get_method(values[form.method])
     overrides = {field: values[control] for field, control in form.fields[spec.name].items()}
     empty = [key for key, value in overrides.items() if value is None or value == ""]
     if empty:
-        raise gr.Error(f"Fill in {empty[0]} (Hyperparameters).")
+        raise UserError(f"Fill in {empty[0]} (Hyperparameters).")
     chosen_start = values[form.start_from]
     if chosen_start and chosen_start != NEW_ADAPTER:
         overrides["init_adapter"] = str(ctx.adapters(kind="chat")[chosen_start].path)
     data_file, options = values[form.data_file] or "", {}
     if spec.data == "demonstrations":
         if not values[form.origins] and not data_file:
-            raise gr.Error("Tick at least one origin of demonstrations to train on, or upload a data file.")
+            raise UserError("Tick at least one origin of demonstrations to train on, or upload a data file.")
         options["origins"] = values[form.origins]
     elif spec.data == "preferences":
         options["exclude_annotators"] = values[form.exclude] or []
@@ -236,7 +239,7 @@ def _start_run(ctx: Lab, form: NewRunForm, values: dict) -> tuple[str, str]:
         run = jobs.prepare(ctx.store, spec.name, config, name=values[form.name].strip(), data_file=data_file, **options)
         run = jobs.submit(ctx.store, run)
     except (ValueError, KeyError) as err:
-        raise gr.Error(str(err).strip("'\"")) from err
+        raise UserError(str(err).strip("'\"")) from err
     where = "started" if run.status == "running" else "queued: it starts when the current run ends"
     return f"Run **{run.id}** {where}.", run.id
 
@@ -337,19 +340,19 @@ def provenance_text(run) -> str:
 
 def stop_run(ctx: Lab, run_id: str | None) -> str:
     if not run_id:
-        raise gr.Error("Pick a run first.")
+        raise UserError("Pick a run first.")
     try:
         jobs.stop(ctx.store, run_id)
     except jobs.JobError as err:
-        raise gr.Error(str(err)) from err
+        raise UserError(str(err)) from err
     return "Stopping: the current step finishes, then the adapter is saved."
 
 
 def resume_run(ctx: Lab, run_id: str | None) -> str:
     if not run_id:
-        raise gr.Error("Pick a run first.")
+        raise UserError("Pick a run first.")
     try:
         run = jobs.resume(ctx.store, run_id)
     except jobs.JobError as err:
-        raise gr.Error(str(err)) from err
+        raise UserError(str(err)) from err
     return f"Run {run.id} {run.status} from its last checkpoint."
