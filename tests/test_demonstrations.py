@@ -258,3 +258,55 @@ def test_a_demonstration_longer_than_training_keeps_gets_a_warning(tiny_model):
     assert length_warning(tiny_model.tokenizer, short, 1024) is None
     warning = length_warning(tiny_model.tokenizer, said("Hi", "Paris. " * 500), 1024)
     assert warning is not None and "longer than the 1024 that training keeps" in warning
+
+
+@pytest.fixture
+def tab(tmp_path):
+    import gradio as gr
+
+    from lab import Lab
+    from ui.demonstrations import build_demonstrations
+
+    ctx = Lab(Store(tmp_path / "workspace"))
+    with gr.Blocks() as app:
+        view = build_demonstrations(ctx, app)
+    return ctx, view
+
+
+def test_a_refused_save_replaces_the_success_beside_the_button(tab):
+    import pandas as pd
+
+    from ui.demonstrations import save_demonstration
+
+    ctx, view = tab
+    empty = pd.DataFrame(columns=["role", "content"])
+    saved = save_demonstration(ctx, view, None, None, "", empty, "Hi", "Hello!", "chat", "", "ann")
+    assert saved[view.message].startswith("Saved demonstration #1")
+    again = save_demonstration(ctx, view, None, None, "", empty, "Hi", "Hello!", "chat", "", "ann")
+    assert again == {view.message: "Not saved: demonstration #1 is the same conversation."}
+
+
+def test_the_table_previews_long_texts_and_offers_only_its_rows_for_picking(tab):
+    from lab.store import ORIGINS
+    from ui.demonstrations import refresh_table
+
+    ctx, view = tab
+    [long_id] = ctx.store.add_demonstrations([Demonstration(said("Tell me", "x" * 50_000))])
+    ctx.store.add_demonstrations([Demonstration(HI, status="pending")])
+    shown = refresh_table(ctx, view, "", "", list(ORIGINS), "accepted")
+    assert len(shown[view.table].loc[0, "response"]) <= 301
+    assert [value for _, value in shown[view.selected]["choices"]] == [long_id]
+
+
+def test_the_draft_streams_into_the_response_box(tab, tiny_model_dir, monkeypatch):
+    import ui.demonstrations
+    from ui.demonstrations import draft_response
+
+    monkeypatch.setattr(ui.demonstrations, "DRAFT_TOKENS", 32)  # the tiny model's context is 256 tokens
+    ctx, view = tab
+    ctx.models.load(str(tiny_model_dir), "fp32", "cpu")
+    updates = list(draft_response(ctx, view, "", None, "Hello"))
+    streamed = [u[view.response] for u in updates if u.get(view.message) == "Drafting…"]
+    assert streamed and updates[-1][view.message].startswith("Draft ready")  # the tiny model's text is one piece
+    assert updates[-1][view.draft] == updates[-1][view.response] == streamed[-1].strip()
+    assert updates[0] == {view.message: "⏳ Waiting for the model (another request may be using it)…"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import partial
 
@@ -9,13 +10,18 @@ import gradio as gr
 import pandas as pd
 
 from lab import Lab, data, demonstrations
-from lab.distill import TEACHER_SYSTEM, Teacher, distill
-from lab.generate import GenerationSettings, generate
+from lab.generate import GenerationSettings, stream_chat
 from lab.models import BASE_VIEW, ModelError
-from lab.presets import demonstration_sets, load_question_set, question_sets
+from lab.presets import demonstration_sets
 from lab.store import CATEGORIES, ORIGINS
+from ui.distill import build_distill, run_distillation  # noqa: F401  (run_distillation: tests import it from here)
 from ui.downloads import DOWNLOAD_JS, session_folder
 
+# The name is no secret, and a fixed key lets the browser read it back after the app restarts (Gradio's
+# default key is new at each start, so the stored name could no longer be decrypted).
+AUTHOR_MEMORY = {"storage_key": "alignment-lab-author", "secret": "alignment-lab-author"}
+DRAFT_TOKENS = 256  # how long a model draft may grow
+PRESET = "cpu-default"  # the training preset whose max_length a saved demonstration is checked against
 TABLE_COLUMNS = ["id", "prompt", "response", "category", "origin", "status", "author", "tags"]
 TURN_COLUMNS = ["role", "content"]
 
@@ -30,8 +36,8 @@ def demonstrations_table(ctx: Lab, search: str, category: str | None, origins: l
         rows.append(
             {
                 "id": d.id,
-                "prompt": turns[-2]["content"],
-                "response": turns[-1]["content"],
+                "prompt": demonstrations.preview(turns[-2]["content"]),  # the editor shows the whole text
+                "response": demonstrations.preview(turns[-1]["content"]),
                 "category": d.category,
                 "origin": d.origin,
                 "status": d.status,
@@ -58,6 +64,8 @@ class DemonstrationsView:
     message: gr.Markdown
     table: gr.Dataframe
     counts: gr.Markdown
+    selected: gr.Dropdown  # ids of rows shown in the table, for the bulk actions
+    bulk_message: gr.Markdown
     download: gr.DownloadButton
     preview_text: gr.Markdown
     preview_table: gr.Dataframe
@@ -79,7 +87,7 @@ class DemonstrationsView:
 
     @property
     def listing(self) -> list:
-        return [self.table, self.counts, self.download]
+        return [self.table, self.counts, self.selected, self.download]
 
     @property
     def importing(self) -> list:
@@ -89,7 +97,7 @@ class DemonstrationsView:
 def build_demonstrations(ctx: Lab, app: gr.Blocks) -> DemonstrationsView:
     """Lay out the tab and wire its events; returns its components."""
     deleted = gr.State([])  # ids of the last deletion, for undo
-    author_memory = gr.BrowserState("", storage_key="alignment-lab-author")
+    author_memory = gr.BrowserState("", **AUTHOR_MEMORY)
 
     with gr.Row():
         with gr.Column(scale=3):
@@ -134,35 +142,20 @@ def build_demonstrations(ctx: Lab, app: gr.Blocks) -> DemonstrationsView:
                 wrap=True,
                 max_height=420,
                 elem_id="demo-table",
-                label="Click a row to edit it; select several ids below for bulk actions",
+                label="Click a row to open it in the editor; long texts are cut here, not there",
             )
             with gr.Row():
-                selected = gr.Textbox(label="Selected ids", placeholder="e.g. 3, 5, 8", scale=3)
+                selected = gr.Dropdown(
+                    [], value=[], multiselect=True, label="Selected rows", elem_id="demo-selected", scale=3
+                )
                 accept = gr.Button("Accept", size="sm")
                 reject = gr.Button("Reject", size="sm")
                 delete = gr.Button("Delete", size="sm", variant="stop")
                 undo = gr.Button("Undo delete", size="sm")
-            counts = gr.Markdown()
+            bulk_message = gr.Markdown(elem_id="demo-bulk-message")
+            counts = gr.Markdown(elem_id="demo-counts")
 
-    with gr.Accordion("Distil from a teacher", open=False):
-        gr.Markdown("A teacher answers a prompt set; answers arrive as **pending** for you to accept, edit or reject.")
-        with gr.Row():
-            teacher_model = gr.Textbox(
-                label="Teacher model",
-                placeholder="empty = the loaded model",
-                info="A larger local model folder, or empty for the loaded model",
-                visible=not ctx.shared,  # on a shared app, no one types server paths
-            )
-            prompt_set = gr.Dropdown(question_sets(), value="starter", label="Prompt set")
-            few_shot = gr.Slider(0, 8, value=3, step=1, label="Worked examples from your demonstrations")
-            max_new = gr.Slider(16, 512, value=128, step=16, label="Max new tokens")
-        teacher_system = gr.Textbox(TEACHER_SYSTEM, label="Teacher system prompt", lines=2)
-        with gr.Row():
-            run_distill = gr.Button("Generate answers", variant="primary")
-            stop_distill = gr.Button("Stop")
-            accept_pending = gr.Button("Accept all pending")
-            reject_pending = gr.Button("Reject all pending")
-        distill_status = gr.Markdown()
+    distill_events = build_distill(ctx, author, table)
 
     with gr.Accordion("Import and export", open=False):
         with gr.Row():
@@ -199,6 +192,8 @@ def build_demonstrations(ctx: Lab, app: gr.Blocks) -> DemonstrationsView:
         message=message,
         table=table,
         counts=counts,
+        selected=selected,
+        bulk_message=bulk_message,
         download=download,
         preview_text=preview_text,
         preview_table=preview_table,
@@ -206,6 +201,13 @@ def build_demonstrations(ctx: Lab, app: gr.Blocks) -> DemonstrationsView:
     )
     filters = [search, category_filter, origin_filter, status_filter]
     refresh = partial(refresh_table, ctx, view)
+
+    def refreshed(event):
+        """Refresh the table and counts after `event`."""
+        return event.then(refresh, filters, view.listing)
+
+    for event in distill_events:
+        refreshed(event)
     for control in filters:
         control.change(refresh, filters, view.listing)
 
@@ -217,32 +219,25 @@ def build_demonstrations(ctx: Lab, app: gr.Blocks) -> DemonstrationsView:
 
     table.select(on_select, table, view.editor)
     clear.click(partial(blank_editor, view), outputs=view.editor)
-    draft_button.click(partial(draft_response, ctx), [system, earlier, prompt], [response, view.draft])
-    save.click(
-        partial(save_demonstration, ctx, view),
-        [view.editing, view.draft, system, earlier, prompt, response, category, tags, author],
-        [message, view.editing, editor_title],
-    ).then(refresh, filters, view.listing)
-    author.change(lambda name: name, author, author_memory)
-    for button, status in ((accept, "accepted"), (reject, "rejected")):
-        button.click(partial(set_status, ctx, status=status), selected, message).then(refresh, filters, view.listing)
-    delete.click(partial(delete_rows, ctx), selected, [message, deleted]).then(refresh, filters, view.listing)
-    undo.click(partial(undo_delete, ctx), deleted, [message, deleted]).then(refresh, filters, view.listing)
-    distill_event = run_distill.click(
-        partial(run_distillation, ctx),
-        [teacher_model, prompt_set, few_shot, max_new, teacher_system, author],
-        distill_status,
-    ).then(refresh, filters, view.listing)
-    stop_distill.click(None, cancels=[distill_event]).then(refresh, filters, view.listing)
-    for button, status in ((accept_pending, "accepted"), (reject_pending, "rejected")):
-        button.click(partial(review_pending, ctx, status=status), outputs=distill_status).then(
-            refresh, filters, view.listing
+    draft_button.click(partial(draft_response, ctx, view), [system, earlier, prompt], [response, view.draft, message])
+    refreshed(
+        save.click(
+            partial(save_demonstration, ctx, view),
+            [view.editing, view.draft, system, earlier, prompt, response, category, tags, author],
+            [message, view.editing, editor_title],
         )
+    )
+    author.change(lambda name: name, author, author_memory)
+    # The browser reads its stored name after the page's load event has run, then reports it as a change.
+    author_memory.change(lambda name: name, author_memory, author)
+    for button, status in ((accept, "accepted"), (reject, "rejected")):
+        refreshed(button.click(partial(set_status, ctx, status=status), selected, bulk_message))
+    refreshed(delete.click(partial(delete_rows, ctx), selected, [bulk_message, deleted]))
+    refreshed(undo.click(partial(undo_delete, ctx), deleted, [bulk_message, deleted]))
     upload.change(partial(preview, ctx, view), upload, view.importing)
     do_import.click(partial(import_file, ctx, view), upload, view.importing).then(refresh, filters, view.listing)
     add_starter.click(partial(import_starter, ctx), starter, preview_text).then(refresh, filters, view.listing)
     export.click(on_export, outputs=download).success(None, download, js=DOWNLOAD_JS)
-    app.load(lambda name: name, author_memory, author)  # the annotator's name, remembered by this browser
     app.load(refresh, filters, view.listing)
     return view
 
@@ -255,7 +250,13 @@ def refresh_table(
     live = ctx.store.list_demonstrations(status=None)
     by_status = {s: sum(d.status == s for d in live) for s in ("accepted", "pending", "rejected")}
     counts = f"{len(frame)} shown · {by_status['accepted']} accepted · {by_status['pending']} pending review"
-    return {view.table: frame, view.counts: counts, view.download: gr.update(value=None, visible=False)}
+    rows = [(f"#{r.id} · {r.prompt[:40]}", int(r.id)) for r in frame.itertuples()]
+    return {
+        view.table: frame,
+        view.counts: counts,
+        view.selected: gr.update(choices=rows, value=[]),  # only rows the person can see can be picked
+        view.download: gr.update(value=None, visible=False),
+    }
 
 
 def blank_editor(view: DemonstrationsView) -> dict:
@@ -301,16 +302,34 @@ def conversation(system: str, earlier: pd.DataFrame | None, prompt: str) -> list
     return [*messages, {"role": "user", "content": prompt}]
 
 
-def draft_response(ctx: Lab, system: str, earlier: pd.DataFrame, prompt: str):
+def draft_response(ctx: Lab, view: DemonstrationsView, system: str, earlier: pd.DataFrame, prompt: str):
+    """Stream the model's draft into the response box, saying while it waits for the model."""
     if not prompt.strip():
-        raise gr.Error("Write the prompt first.")
-    ctx.wait_for_model()
+        yield {view.message: "Write the prompt first."}
+        return
+    while ctx.models.loading:
+        yield {view.message: f"⏳ Waiting for the model: {ctx.models.status}"}
+        time.sleep(0.5)
+    # The first token arrives once the model is free: another tab's generation may be holding it.
+    yield {view.message: "⏳ Waiting for the model (another request may be using it)…"}
+    settings = GenerationSettings(temperature=0.7, max_new_tokens=DRAFT_TOKENS, seed=None)
+    text = ""
     try:
-        with ctx.models.use(BASE_VIEW) as lm:
-            reply = generate(lm, conversation(system, earlier, prompt), GenerationSettings(temperature=0.7, seed=None))
-    except (ModelError, ValueError) as err:
-        raise gr.Error(str(err)) from err
-    return reply.text, reply.text
+        for text in stream_chat(partial(ctx.models.use, BASE_VIEW), conversation(system, earlier, prompt), settings):
+            yield {view.response: text, view.message: "Drafting…"}
+    except (ModelError, ValueError) as err:  # ValueError: the prompt does not fit the model's context
+        yield {view.message: str(err)}
+        return
+    yield {view.response: text.strip(), view.draft: text.strip(), view.message: "Draft ready: correct it, then Save."}
+
+
+def length_check(ctx: Lab, messages: list[dict]) -> str | None:
+    """A warning when the demonstration is longer than training keeps; None when it fits or no model is loaded."""
+    loaded = ctx.models.loaded
+    preset = ctx.model_presets.get(PRESET)
+    if loaded is None or preset is None:  # nothing to count tokens with: skip the check
+        return None
+    return demonstrations.length_warning(loaded.tokenizer, messages, preset.max_length)
 
 
 def save_demonstration(
@@ -326,82 +345,57 @@ def save_demonstration(
     tags: str,
     author: str,
 ) -> dict:
-    """Save the editor through lab.demonstrations, which refuses a conversation that already exists."""
+    """Save the editor through lab.demonstrations, which refuses a conversation that already exists.
+
+    A refusal replaces the message beside Save, so no earlier "Saved" stays next to it.
+    """
     if not (prompt or "").strip():
-        raise gr.Error("Write the prompt first.")
+        return {view.message: "Not saved: write the prompt first."}
     if not (response or "").strip():
-        raise gr.Error("Write the ideal response first, or draft it with the model.")
+        return {view.message: "Not saved: write the ideal response first, or draft it with the model."}
     messages = [*conversation(system, earlier, prompt), {"role": "assistant", "content": response}]
     try:
         demo = demonstrations.save_demonstration(
             ctx.store, messages, demo_id=demo_id, draft=draft, category=category, tags=tags.split(","), author=author
         )
     except ValueError as err:
-        raise gr.Error(str(err)) from err
+        return {view.message: str(err)}
+    saved = f"Saved demonstration #{demo.id} ({demo.origin}, {demo.status})."
+    warning = length_check(ctx, messages)
+    if warning:
+        gr.Warning(warning)
     return {
-        view.message: f"Saved demonstration #{demo.id} ({demo.origin}, {demo.status}).",
+        view.message: f"{saved} **Warning:** {warning}" if warning else saved,
         view.editing: demo.id,
         view.title: f"### Editing #{demo.id} ({demo.origin}, {demo.status})",
     }
 
 
-def _ids(text: str) -> list[int]:
-    try:
-        ids = [int(part) for part in text.replace(",", " ").split()]
-    except ValueError as err:
-        raise gr.Error("Selected ids must be numbers, e.g. 3, 5, 8.") from err
+def _picked(ids: list | None) -> list[int]:
+    return [int(i) for i in ids or []]
+
+
+def set_status(ctx: Lab, ids: list | None, status: str) -> str:
+    """Accept or reject the rows picked in the table."""
     if not ids:
-        raise gr.Error("Type the ids of the demonstrations first (the id column).")
-    return ids
+        return "Pick rows first (Selected rows)."
+    return demonstrations.set_status(ctx.store, _picked(ids), status).describe(status.capitalize())
 
 
-def set_status(ctx: Lab, text: str, status: str) -> str:
-    ids = _ids(text)
-    ctx.store.set_demonstration_status(ids, status)
-    return f"Marked {len(ids)} as {status}."
-
-
-def delete_rows(ctx: Lab, text: str):
-    ids = _ids(text)
-    ctx.store.delete_demonstrations(ids)
-    return f"Deleted {len(ids)} demonstration(s). Undo brings them back.", ids
+def delete_rows(ctx: Lab, ids: list | None):
+    """Move the picked rows to the bin; Undo brings back those that were deleted."""
+    if not ids:
+        return "Pick rows first (Selected rows).", gr.skip()
+    change = demonstrations.delete(ctx.store, _picked(ids))
+    undo = " Undo delete brings them back." if change.changed else ""
+    return change.describe("Deleted") + undo, change.changed
 
 
 def undo_delete(ctx: Lab, ids: list[int]):
+    """Bring back the rows of the last deletion."""
     if not ids:
-        raise gr.Error("Nothing to undo.")
-    ctx.store.restore_demonstrations(ids)
-    return f"Restored {len(ids)} demonstration(s).", []
-
-
-def run_distillation(
-    ctx: Lab,
-    model: str,
-    prompt_set: str,
-    few_shot: float,
-    max_new: float,
-    system: str,
-    author: str,
-    progress=gr.Progress(),
-):
-    if ctx.shared and model.strip():
-        raise gr.Error("On a shared app the teacher is the loaded model; only the command line chooses models.")
-    teacher = Teacher(model=model.strip(), system=system, few_shot=int(few_shot))
-    settings = GenerationSettings(temperature=0.3, top_p=0.95, max_new_tokens=int(max_new), seed=0)
-    ctx.wait_for_model()
-    try:  # a generator, so that Stop closes it and the teacher stops at the next prompt
-        for step in distill(ctx.store, ctx.models, teacher, load_question_set(prompt_set), settings, author):
-            progress((step.done, step.total), desc=step.prompt[:60])
-            yield f"Answered {step.done} of {step.total} prompts; each waits in **pending** for review."
-    except (ModelError, ValueError) as err:
-        raise gr.Error(str(err)) from err
-    yield "Done: review the pending answers (Status: pending), then accept, edit or reject them."
-
-
-def review_pending(ctx: Lab, status: str) -> str:
-    ids = [d.id for d in ctx.store.list_demonstrations(status="pending")]
-    ctx.store.set_demonstration_status(ids, status)
-    return f"Marked {len(ids)} pending answers as {status}."
+        return "Nothing to undo.", []
+    return demonstrations.restore(ctx.store, ids).describe("Restored"), []
 
 
 def preview(ctx: Lab, view: DemonstrationsView, path: str | None) -> dict:
