@@ -143,6 +143,18 @@ def progress_text(done: int, total: int, what: str = "cells", waiting: str | Non
     return f"{done} of {total} {what}… {waiting or 'generating'}"
 
 
+def _all_cells(exp: Experiment) -> Iterator[tuple[int, int]]:
+    """(variant, question) in the order a run fills them: question by question, every variant of each."""
+    return ((v, q) for q in range(len(exp.questions)) for v in range(len(exp.variants)))
+
+
+def missing_cells(store: Store, models: ModelManager, experiment_id: int, view: str) -> list[tuple[int, int]]:
+    """The (variant, question) cells the loaded model, in this view, has not answered yet."""
+    reference = model_reference(models, view)
+    have = {(r.variant, r.question) for r in store.list_results(experiment_id) if r.model == reference}
+    return [cell for cell in _all_cells(store.get_experiment(experiment_id)) if cell not in have]
+
+
 def run_experiment(
     store: Store, models: ModelManager, experiment_id: int, *, view: str = BASE_VIEW, only_missing: bool = True
 ) -> Iterator[Progress]:
@@ -155,10 +167,7 @@ def run_experiment(
     """
     exp = store.get_experiment(experiment_id)
     settings = GenerationSettings(**exp.settings)
-    reference = model_reference(models, view)
-    results = store.list_results(experiment_id) if only_missing else []
-    have = {(r.variant, r.question) for r in results if r.model == reference}
-    cells = [(v, q) for q in range(len(exp.questions)) for v in range(len(exp.variants)) if (v, q) not in have]
+    cells = missing_cells(store, models, experiment_id, view) if only_missing else list(_all_cells(exp))
     exp.model = describe_view(models, view)
     store.save_experiment(exp)
     for done, (v, q) in enumerate(cells, start=1):

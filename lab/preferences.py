@@ -18,7 +18,7 @@ from lab.data import DataFileError, read_records, write_jsonl
 from lab.store import Comparison, Store
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
 
     from lab.generate import GenerationSettings
     from lab.models import ModelManager
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 PREFERENCE_FORMATS = ("preference", "implicit-prompt", "scored")
 TYPED_QUEUE = "(type your own below)"  # no queue: the voter types each prompt
 POOL_QUEUE = "workspace prompt pool"  # every prompt in the workspace; any other queue name is a scenario
+# What each way of making candidates feeds: only answers from different models meet in the leaderboard.
+SAMPLES_FEED = "Feeds preference pairs (reward model / DPO training); not the leaderboard, since one model answers."
+MODELS_FEED = "Feeds the model leaderboard and win rates, and preference pairs too."
 
 
 def ranked_pairs(ranks: list[int]) -> list[tuple[int, int]]:
@@ -204,22 +207,54 @@ class Side:
         return f"{self.view} + system prompt" if self.system.strip() else self.view
 
 
-def make_candidates(
+def check_sides(sides: list[Side]) -> None:
+    """Two sides must differ (in model or system prompt), or their votes would never reach the leaderboard."""
+    labels = [(side.view, side.system.strip()) for side in sides]
+    if len(set(labels)) < len(labels):
+        raise ValueError("Model A and model B are the same: pick two different models, or give one a system prompt.")
+
+
+@dataclass
+class CandidateStep:
+    """Where making the candidates stands: `done` of `total` answers; `candidates` holds them once all are made."""
+
+    done: int
+    total: int
+    batched: bool  # K samples from one side come in one batched call, so there is nothing between 0 and K
+    candidates: list[dict] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        """What is being done now, in words."""
+        if self.done == self.total:
+            return f"{self.total} answers ready."
+        if self.batched:
+            return f"generating {self.total} answers in one batch…"
+        return f"generating answer {self.done + 1} of {self.total}…"
+
+
+def candidate_steps(
     models: ModelManager, question: str, sides: list[Side], k: int, settings: GenerationSettings
-) -> list[dict]:
-    """K answers to one question: K samples from one side in a single batched call, or one answer per side."""
+) -> Iterator[CandidateStep]:
+    """Make the candidates, yielding before each generation starts (so a caller can say what is happening) and
+    once at the end with the candidates: K samples from one side in a single batched call, or one answer per side."""
     from lab.generate import build_messages, generate, sample_candidates  # torch: only once answers are wanted
 
     if not question.strip():
         raise ValueError("Pick or type a prompt first.")
+    if len(sides) > 1:
+        check_sides(sides)
+    total = k if len(sides) == 1 else len(sides)
+    outs, labels = [], []
     if len(sides) == 1:
         side = sides[0]
+        yield CandidateStep(0, total, batched=True)
         with models.use(side.view) as lm:
             outs = sample_candidates(lm, build_messages(question, side.system), settings, k)
         labels = [side.label] * k
     else:
-        outs, labels = [], []
         for side in sides:
+            yield CandidateStep(len(outs), total, batched=False)
             with models.use(side.view) as lm:
                 outs.append(generate(lm, build_messages(question, side.system), settings))
             labels.append(side.label)
@@ -229,9 +264,18 @@ def make_candidates(
         "max_new_tokens": settings.max_new_tokens,
         "seed": settings.seed,
     }
-    return [
+    candidates = [
         {"text": out.text, "model": label, "settings": settings_row} for out, label in zip(outs, labels, strict=True)
     ]
+    yield CandidateStep(total, total, batched=len(sides) == 1, candidates=candidates)
+
+
+def make_candidates(
+    models: ModelManager, question: str, sides: list[Side], k: int, settings: GenerationSettings
+) -> list[dict]:
+    """K answers to one question: K samples from one side in a single batched call, or one answer per side."""
+    *_, last = candidate_steps(models, question, sides, k, settings)
+    return last.candidates
 
 
 def shuffled_order(k: int, rng: random.Random | None = None) -> list[int]:
@@ -269,9 +313,24 @@ def vote_ranks(choice: str, shown: list[int], positions: list[int] = ()) -> tupl
     return None, choice
 
 
-def queue_progress(store: Store, questions: list[str], annotator: str, source: str) -> tuple[int, str | None]:
-    """How many of the queue's questions this annotator has voted on (or skipped), and the next one."""
-    done = {c.prompt[-1]["content"] for c in store.list_comparisons(source=source) if c.annotator == annotator}
+def compares_models(c: Comparison) -> bool:
+    """Whether the candidates came from different models (a leaderboard battle) or are samples of one model."""
+    return len({candidate["model"] for candidate in c.candidates}) > 1
+
+
+def queue_progress(
+    store: Store, questions: list[str], annotator: str, source: str, between_models: bool | None = None
+) -> tuple[int, str | None]:
+    """How many of the queue's questions this annotator has voted on (or skipped), and the next one.
+
+    With `between_models` set, only comparisons made that way count (answers of different models, or samples of
+    one), so a queue done with one model's samples can be ranked again between two models.
+    """
+    done = {
+        c.prompt[-1]["content"]
+        for c in store.list_comparisons(source=source)
+        if c.annotator == annotator and (between_models is None or compares_models(c) == between_models)
+    }
     remaining = [q for q in questions if q not in done]
     return len(questions) - len(remaining), (remaining[0] if remaining else None)
 
@@ -301,22 +360,31 @@ class QueueStatus:
     done: int
     total: int
     upcoming: str | None  # the next question not yet voted on or skipped; None when the queue is done or empty
+    between_models: bool | None = None  # counting only votes between models (True), on samples (False), or all
 
     @property
     def text(self) -> str:
         """One Markdown line for the screen; empty for a queue without questions."""
         if not self.total:
             return ""
-        return f"**{self.done} of {self.total} done** in '{self.queue}' by {self.annotator}"
+        how = {True: " between models", False: " on samples of one model", None: ""}[self.between_models]
+        return f"**{self.done} of {self.total} done**{how} in '{self.queue}' by {self.annotator}"
 
 
-def queue_status(store: Store, scenarios: Mapping[str, ScenarioPreset], queue: str, annotator: str) -> QueueStatus:
-    """How far `annotator` is through `queue`, and the question that comes next."""
+def queue_status(
+    store: Store,
+    scenarios: Mapping[str, ScenarioPreset],
+    queue: str,
+    annotator: str,
+    between_models: bool | None = None,
+) -> QueueStatus:
+    """How far `annotator` is through `queue` (counting only votes made that way, when `between_models` is set),
+    and the question that comes next."""
     questions = queue_questions(store, scenarios, queue)
     if not questions:
-        return QueueStatus(queue, annotator, 0, 0, None)
-    done, upcoming = queue_progress(store, questions, annotator, source=queue_source(queue))
-    return QueueStatus(queue, annotator, done, len(questions), upcoming)
+        return QueueStatus(queue, annotator, 0, 0, None, between_models)
+    done, upcoming = queue_progress(store, questions, annotator, queue_source(queue), between_models)
+    return QueueStatus(queue, annotator, done, len(questions), upcoming, between_models)
 
 
 def next_question(status: QueueStatus, typed: str, use_queue: bool) -> tuple[str, str]:

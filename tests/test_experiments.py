@@ -231,3 +231,60 @@ def test_waiting_for_the_model_is_said_in_words(manager):
     assert experiments.waiting_for(manager) == "waiting for the model to load (Converting the default model…)"
     text = experiments.progress_text(3, 12, waiting="waiting for the model behind another request")
     assert text == "3 of 12 cells… waiting for the model behind another request"
+
+
+# the Prompting tab's handlers, without a browser
+
+
+@pytest.fixture
+def tab(store, manager):
+    from lab import Lab
+    from ui.prompting import PromptingView
+
+    ctx = Lab(store)
+    ctx.models = manager
+    view = PromptingView(**{name: object() for name in PromptingView.__dataclass_fields__})
+    return ctx, view
+
+
+def editor(variants=VARIANTS, questions="Why is the sky blue?\nWho wrote Hamlet?") -> list:
+    return ["demo", pd.DataFrame(variants), questions, 0.0, 6, 0]
+
+
+def test_a_bad_variant_is_said_beside_the_buttons_and_leaves_the_results_alone(tab):
+    from ui.prompting import save_and_run
+
+    ctx, ui = tab
+    bad = [VARIANTS[0], {"name": "x", "system": "", "template": "no slot"}]
+    shown = list(save_and_run(ctx, ui, None, *editor(bad), "base"))
+    assert shown == [{ui.note: "**Variant 'x': the template must contain {question}.**"}]
+
+
+def test_a_run_streams_its_cells_and_says_what_it_waits_for(tab):
+    import threading
+
+    from ui.prompting import save_and_run
+
+    ctx, ui = tab
+    held, release = threading.Event(), threading.Event()
+
+    def chat() -> None:
+        with ctx.models.use("base"):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=chat)
+    thread.start()
+    held.wait(10)
+    run = save_and_run(ctx, ui, None, *editor(), "base")
+    saved = next(run)
+    assert saved[ui.note] == "" and saved[ui.status].startswith("Saved experiment")
+    waiting = next(run)
+    release.set()
+    thread.join()
+    assert waiting == {ui.status: "0 of 4 cells… waiting for the model behind another request"}
+    rest = list(run)
+    statuses = [step[ui.status] for step in rest if ui.grid in step]
+    assert statuses == [f"{n} of 4 cells… generating" for n in range(1, 5)] + ["Done: every cell has a response."]
+    assert rest[0][ui.grid]["value"].iloc[0, 1].endswith("tok]")  # the first cell is on screen while the rest run
+    assert rest[-1][ui.grid]["column_widths"] == ["20%", "40.00%", "40.00%"]

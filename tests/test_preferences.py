@@ -317,3 +317,85 @@ def test_queue_status_counts_this_annotators_votes_and_names_the_next_question(s
         next_question(done, "", use_queue=True)
     typed = queue_status(store, {}, TYPED_QUEUE, "ann")
     assert typed.text == "" and next_question(typed, "Mine?", use_queue=True) == ("Mine?", "typed")
+
+
+def test_a_queue_done_on_samples_of_one_model_can_be_ranked_again_between_models(store):
+    from lab.preferences import POOL_QUEUE, queue_source, queue_status
+    from lab.store import Prompt
+
+    store.add_prompts([Prompt(q, "open QA", [], "typed") for q in ("One?", "Two?")])
+    for question in ("One?", "Two?"):
+        asked = vote(["a", "b"], [1, 2], prompt=[{"role": "user", "content": question}], models=["base", "base"])
+        store.add_comparison(dataclasses.replace(asked, source=queue_source(POOL_QUEUE)))
+    samples = queue_status(store, {}, POOL_QUEUE, "ann", between_models=False)
+    assert (samples.done, samples.upcoming) == (2, None)
+    assert samples.text == f"**2 of 2 done** on samples of one model in '{POOL_QUEUE}' by ann"
+    models = queue_status(store, {}, POOL_QUEUE, "ann", between_models=True)
+    assert (models.done, models.upcoming) == (0, "One?")
+    assert queue_status(store, {}, POOL_QUEUE, "ann").done == 2  # without a mode every vote counts
+
+
+def test_two_identical_sides_are_refused_since_they_never_reach_the_leaderboard():
+    from lab.preferences import Side, check_sides
+
+    with pytest.raises(ValueError, match="Model A and model B are the same"):
+        check_sides([Side("base"), Side("base", " ")])
+    check_sides([Side("base"), Side("base", "Answer truthfully.")])
+
+
+def test_candidates_are_made_step_by_step_and_say_what_is_happening(tiny_model_dir):
+    from lab.generate import GenerationSettings
+    from lab.models import ModelManager
+    from lab.preferences import Side, candidate_steps
+
+    models = ModelManager()
+    models.load(str(tiny_model_dir), "fp32", "cpu")
+    settings = GenerationSettings(temperature=0.9, top_p=0.95, max_new_tokens=4, seed=0)
+    sides = [Side("base"), Side("base", "Be brief.")]
+    steps = list(candidate_steps(models, "Name a color.", sides, 2, settings))
+    assert [s.text for s in steps] == ["generating answer 1 of 2…", "generating answer 2 of 2…", "2 answers ready."]
+    assert [c["model"] for c in steps[-1].candidates] == ["base", "base + system prompt"]
+    batch = list(candidate_steps(models, "Name a color.", [Side("base")], 3, settings))
+    assert [s.text for s in batch] == ["generating 3 answers in one batch…", "3 answers ready."]
+    assert len(batch[-1].candidates) == 3
+
+
+# the Ranking tab's handlers, without a browser
+
+
+def test_a_queue_ranked_on_samples_is_ranked_again_between_two_models(store, tiny_model_dir):
+    from lab import Lab
+    from lab.models import ModelManager
+    from lab.store import Prompt
+    from ui.ranking import ONE_MODEL, POOL, TWO_SIDES, Screen, cast_vote, next_task
+
+    ctx = Lab(store)
+    ctx.models = ModelManager()
+    ctx.models.load(str(tiny_model_dir), "fp32", "cpu")
+    store.add_prompts([Prompt("One?", "open QA", [], "typed")])
+    names = [f.name for f in dataclasses.fields(Screen) if f.name not in ("panes", "rank_boxes", "pair_votes")]
+    screen = Screen(
+        **{name: object() for name in names},
+        panes=[object() for _ in range(4)],
+        rank_boxes=[object() for _ in range(4)],
+        pair_votes=[object(), object()],
+    )
+
+    def ask(mode: str, system_b: str = "") -> list[dict]:
+        return list(next_task(ctx, screen, "ann", POOL, "", mode, 2, 0.9, "base", "", "base", system_b, use_queue=True))
+
+    nameless = list(next_task(ctx, screen, " ", POOL, "", ONE_MODEL, 2, 0.9, "base", "", "base", "", use_queue=True))
+    assert nameless == [{screen.note: "**Type your name first:** votes are counted per person."}]
+
+    steps = ask(ONE_MODEL)
+    assert [s[screen.note] for s in steps] == ["Generating 2 answers in one batch…", ""]
+    cast_vote(ctx, screen, steps[-1][screen.task], "ann", "", POOL, ONE_MODEL, choice="A")
+    [done] = ask(ONE_MODEL)
+    assert "You have voted on every prompt" in done[screen.note]
+
+    assert "the same" in ask(TWO_SIDES)[-1][screen.note]  # base against base would never reach the leaderboard
+    steps = ask(TWO_SIDES, "Answer briefly.")
+    assert [s[screen.note] for s in steps] == ["Generating answer 1 of 2…", "Generating answer 2 of 2…", ""]
+    assert steps[-1][screen.progress] == f"**0 of 1 done** between models in '{POOL}' by ann"
+    voted = cast_vote(ctx, screen, steps[-1][screen.task], "ann", "", POOL, TWO_SIDES, choice="B")
+    assert voted[screen.progress] == f"**1 of 1 done** between models in '{POOL}' by ann"

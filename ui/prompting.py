@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 
@@ -16,6 +18,7 @@ from ui.downloads import DOWNLOAD_JS, session_folder
 
 VARIANT_COLUMNS = ["name", "system", "template"]
 STARTER = "starter: "
+CELL_CHARS = 280  # a cell shows this much of its answer; clicking it shows the whole text below the grid
 
 
 def list_experiments(ctx: Lab) -> list[tuple[str, str]]:
@@ -32,6 +35,7 @@ class PromptingView:
     experiment_id: gr.State
     selected_cell: gr.State  # (variant, question, model) picked in the grid
     picker: gr.Dropdown
+    note: gr.Markdown  # beside Save and Run: what is wrong with the editor, in one sentence
     description: gr.Markdown
     name: gr.Textbox
     variants: gr.Dataframe
@@ -56,7 +60,12 @@ class PromptingView:
 
     @property
     def form(self) -> list:
-        return [self.experiment_id, self.description, *self.editor, *self.results]
+        return [self.experiment_id, self.note, self.description, *self.editor, *self.results]
+
+    @property
+    def saved(self) -> list:
+        """What saving (and running) updates."""
+        return [self.experiment_id, self.picker, self.note, *self.results]
 
 
 def build_prompting(ctx: Lab) -> PromptingView:
@@ -91,28 +100,32 @@ def build_prompting(ctx: Lab) -> PromptingView:
         max_new = gr.Slider(8, 512, value=96, step=8, label="Max new tokens")
         seed = gr.Number(value=0, precision=0, label="Seed")
         view = gr.Dropdown(ctx.views(), value=BASE_VIEW, label="Adapter")
-    with gr.Row():
+    with gr.Row(equal_height=True):
         save_button = gr.Button("Save")
         run = gr.Button("Run", variant="primary", elem_id="run-experiment")
         stop = gr.Button("Stop")
         export = gr.Button("Export CSV", elem_id="export-csv", interactive=False)
         # Holds the file Export wrote; shown too, in case the browser blocks the automatic download.
         download = gr.DownloadButton("Download CSV", visible=False, elem_id="download-csv")
+        note = gr.Markdown(elem_id="editor-note")
     status = gr.Markdown(elem_id="experiment-status")
     summary = gr.Dataframe(
         label="Per variant and model (mark cells good or bad to see which wins)",
         interactive=False,
         elem_id="variant-summary",
     )
+    # Columns share the width (wrapping, each answer cut at CELL_CHARS), so every variant is on screen side by side;
+    # without widths the table sizes columns to their longest answer and runs thousands of pixels wide.
     grid = gr.Dataframe(
-        label="Responses: click a cell, then mark it",
+        label="Responses: click a cell to read it whole, then mark it",
         interactive=False,
         wrap=True,
+        max_chars=CELL_CHARS,
         elem_id="results-grid",
         max_height=700,
     )
     with gr.Row():
-        cell = gr.Markdown("No cell selected.")
+        cell = gr.Markdown("No cell selected.", elem_id="selected-cell")
         good = gr.Button("Mark good", size="sm", elem_id="mark-good")
         bad = gr.Button("Mark bad", size="sm", elem_id="mark-bad")
         unmark = gr.Button("Clear mark", size="sm")
@@ -121,6 +134,7 @@ def build_prompting(ctx: Lab) -> PromptingView:
         experiment_id=gr.State(None),
         selected_cell=gr.State(None),
         picker=picker,
+        note=note,
         description=description,
         name=name,
         variants=variants,
@@ -140,10 +154,10 @@ def build_prompting(ctx: Lab) -> PromptingView:
     new.click(partial(blank_form, ctx, ui), outputs=ui.form)
     add_set.click(add_question_set, [questions, question_set], questions)
     add_variant.click(append_variant, variants, variants)
-    saved = [ui.experiment_id, picker, *ui.results]
-    save_button.click(partial(save_experiment, ctx, ui), [ui.experiment_id, *ui.editor], saved)
-    run_event = run.click(partial(save_experiment, ctx, ui), [ui.experiment_id, *ui.editor], saved).success(
-        partial(run_experiment, ctx, ui), [ui.experiment_id, view], ui.results
+    save_button.click(partial(save_experiment, ctx, ui), [ui.experiment_id, *ui.editor], ui.saved)
+    # The results stay readable while a run fills them: no overlay, the status line says how far it is.
+    run_event = run.click(
+        partial(save_and_run, ctx, ui), [ui.experiment_id, *ui.editor, view], ui.saved, show_progress="hidden"
     )
     stop.click(
         lambda eid: show_results(ctx, ui, eid, "Stopped; the answers so far are saved."),
@@ -181,6 +195,7 @@ def blank_form(ctx: Lab, ui: PromptingView) -> dict:
     """An empty editor: no experiment, one plain variant, greedy settings."""
     return {
         ui.experiment_id: None,
+        ui.note: "",
         ui.description: "",
         ui.name: "",
         ui.variants: blank_variants(),
@@ -195,7 +210,7 @@ def blank_form(ctx: Lab, ui: PromptingView) -> dict:
 def open_experiment(ctx: Lab, ui: PromptingView, key: str | None) -> dict:
     """Fill the editor from a saved experiment or a starter preset (a starter is saved only when run or saved)."""
     if not key:
-        raise gr.Error("Pick an experiment to open.")
+        return {ui.note: "Pick an experiment to open."}
     kind, _, ref = key.partition(":")
     if kind == "preset":
         preset = ctx.experiment_presets[ref]
@@ -207,6 +222,7 @@ def open_experiment(ctx: Lab, ui: PromptingView, key: str | None) -> dict:
     s = exp.settings
     return {
         ui.experiment_id: eid,
+        ui.note: "",
         ui.description: note,
         ui.name: exp.name,
         ui.variants: pd.DataFrame(exp.variants, columns=VARIANT_COLUMNS),
@@ -220,7 +236,8 @@ def open_experiment(ctx: Lab, ui: PromptingView, key: str | None) -> dict:
 
 def add_question_set(questions: str, name: str | None) -> str:
     if not name:
-        raise gr.Error("Pick a question set to add.")
+        gr.Warning("Pick a question set to add.")
+        return gr.skip()
     lines = [q for q in questions.splitlines() if q.strip()]
     new = [p.text for p in load_question_set(name) if p.text not in lines]
     return "\n".join(lines + new)
@@ -237,7 +254,8 @@ def save_experiment(
     max_new: float,
     seed: float | None,
 ) -> dict:
-    """Validate the editor and write it to the workspace; one sentence if something is wrong."""
+    """Validate the editor and write it to the workspace; what is wrong goes beside the buttons, in one sentence,
+    and the results on screen stay as they are."""
     rows = variants.fillna("").astype(str).to_dict("records") if variants is not None else []
     rows = [r for r in rows if any(str(v).strip() for v in r.values())]
     for row in rows:
@@ -251,45 +269,48 @@ def save_experiment(
     try:
         exp = experiments.new_experiment(name, rows, questions.splitlines(), settings)
     except ValueError as err:
-        raise gr.Error(_one_sentence(err, rows)) from err
+        return {ui.note: f"**{str(err).splitlines()[0]}**"}
     eid, message = experiments.save_experiment(ctx.store, exp, experiment_id)
     return {
         ui.experiment_id: eid,
         ui.picker: gr.update(choices=list_experiments(ctx), value=f"saved:{eid}"),
+        ui.note: "",
         **show_results(ctx, ui, eid, message),
     }
 
 
-def _one_sentence(err: Exception, rows: list[dict]) -> str:
-    if hasattr(err, "errors"):  # pydantic: say which variant and field, in plain words
-        first = err.errors()[0]
-        field = ".".join(map(str, first["loc"]))
-        names = [r.get("name") or "(unnamed)" for r in rows]
-        which = next(
-            (
-                n
-                for n, r in zip(names, rows, strict=True)
-                if field == "template" and "{question}" not in str(r.get("template", ""))
-            ),
-            names[0] if names else "",
-        )
-        return f"Variant '{which}': its {field} {first['msg'].removeprefix('Value error, ')}."
-    return str(err).splitlines()[0]
+def save_and_run(ctx: Lab, ui: PromptingView, experiment_id: int | None, *editor_and_view) -> Iterator[dict]:
+    """Save the editor (stopping at a problem, said beside the buttons), then run it."""
+    *editor, view = editor_and_view
+    saved = save_experiment(ctx, ui, experiment_id, *editor)
+    yield saved
+    if ui.experiment_id in saved:
+        yield from run_experiment(ctx, ui, saved[ui.experiment_id], view)
 
 
-def run_experiment(ctx: Lab, ui: PromptingView, experiment_id: int | None, view: str, progress=gr.Progress()):
-    """Fill every cell this model and view have not answered, updating the grid as each answer lands."""
-    if experiment_id is None:
-        raise gr.Error("Save the experiment first.")
-    progress((0, None), desc=ctx.models.status)
-    ctx.wait_for_model()
+def run_experiment(ctx: Lab, ui: PromptingView, experiment_id: int, view: str) -> Iterator[dict]:
+    """Fill every cell this model and view have not answered; each answer shows as it lands, and the status line
+    says how far the run is and what it waits for."""
+    exp = ctx.store.get_experiment(experiment_id)
+    total = len(exp.questions) * len(exp.variants)
     try:
+        while ctx.models.loading:
+            yield {ui.status: experiments.progress_text(0, total, waiting=experiments.waiting_for(ctx.models))}
+            time.sleep(1.0)
         attach_adapter(ctx.store, ctx.models, view)
-        for step in experiments.run_experiment(ctx.store, ctx.models, experiment_id, view=view):
-            progress((step.done, step.total), desc=f"{step.variant}: {step.question[:50]}")
-            yield show_results(ctx, ui, experiment_id, f"Running… {step.done} of {step.total} cells done.")
+        done = total - len(experiments.missing_cells(ctx.store, ctx.models, experiment_id, view))
+        runner = experiments.run_experiment(ctx.store, ctx.models, experiment_id, view=view)
+        while True:
+            while (why := experiments.waiting_for(ctx.models)) is not None:
+                yield {ui.status: experiments.progress_text(done, total, waiting=why)}
+                time.sleep(0.5)
+            if next(runner, None) is None:  # generates one cell
+                break
+            done += 1
+            yield show_results(ctx, ui, experiment_id, experiments.progress_text(done, total))
     except (ModelError, ValueError) as err:
-        raise gr.Error(str(err)) from err
+        yield {ui.status: f"**Cannot run:** {err}"}
+        return
     yield show_results(ctx, ui, experiment_id, "Done: every cell has a response.")
 
 
@@ -312,10 +333,17 @@ def show_results(ctx: Lab, ui: PromptingView, experiment_id: int | None, message
     return {
         ui.status: message or f"{len(results)} of {cells} cells answered{by}.",
         ui.summary: experiments.variant_summary(exp, results),
-        ui.grid: experiments.results_grid(exp, results),
+        ui.grid: _grid(experiments.results_grid(exp, results)),
         ui.export: gr.update(interactive=bool(results)),
         ui.download: hidden,
     }
+
+
+def _grid(table: pd.DataFrame) -> dict:
+    """The grid with its columns sharing the table's width: the question a fifth, the answers the rest equally."""
+    answers = len(table.columns) - 1
+    widths = ["20%"] + [f"{80 / answers:.2f}%"] * answers if answers else None
+    return gr.update(value=table, column_widths=widths)
 
 
 def select_cell(ctx: Lab, ui: PromptingView, experiment_id: int | None, evt: gr.SelectData) -> dict:
@@ -323,11 +351,14 @@ def select_cell(ctx: Lab, ui: PromptingView, experiment_id: int | None, evt: gr.
     if experiment_id is None or evt.index[1] == 0:
         return {ui.selected_cell: None, ui.cell: "Click a response cell (not the question) to mark it."}
     exp = ctx.store.get_experiment(experiment_id)
-    columns = experiments.grid_columns(exp, ctx.store.list_results(experiment_id))
+    results = ctx.store.list_results(experiment_id)
+    columns = experiments.grid_columns(exp, results)
     question, (variant, model, label) = evt.index[0], columns[evt.index[1] - 1]
+    answer = next((r.response for r in results if (r.variant, r.question, r.model) == (variant, question, model)), "")
+    quoted = "\n".join(f"> {line}" for line in answer.splitlines()) or "> (not answered yet)"
     return {
         ui.selected_cell: (variant, question, model),
-        ui.cell: f"Selected: **{label}** on “{exp.questions[question]}”",
+        ui.cell: f"Selected: **{label}** on “{exp.questions[question]}”\n\n{quoted}",
     }
 
 

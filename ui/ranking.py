@@ -6,6 +6,8 @@ U = undo the last vote, N = next prompt.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 
@@ -13,13 +15,17 @@ import gradio as gr
 
 from lab import Lab
 from lab.adapters import attach_adapter
+from lab.experiments import waiting_for
 from lab.generate import GenerationSettings
 from lab.models import BASE_VIEW, ModelError
 from lab.preferences import (
+    MODELS_FEED,
     POOL_QUEUE,
+    SAMPLES_FEED,
     TYPED_QUEUE,
+    QueueStatus,
     Side,
-    make_candidates,
+    candidate_steps,
     next_question,
     queue_status,
     shuffled_order,
@@ -32,6 +38,7 @@ ONE_MODEL = "one model, different samples"
 TWO_SIDES = "two model references"
 TYPED = TYPED_QUEUE
 POOL = POOL_QUEUE
+MODE_INFO = f"One model: {SAMPLES_FEED} Two model references: {MODELS_FEED}"
 
 SHORTCUTS = """
 () => {
@@ -54,6 +61,7 @@ class Screen:
 
     task: gr.State  # the comparison on screen: prompt, candidates, shown order, queue source
     typed: gr.Textbox
+    note: gr.Markdown  # beside Next: what is being generated, or why it cannot be
     progress: gr.Markdown
     outcome: gr.Markdown
     reason: gr.Textbox
@@ -65,7 +73,7 @@ class Screen:
     @property
     def task_view(self) -> list:
         """What showing a new task updates (the outputs of Next and Generate)."""
-        parts = [self.task, self.typed, self.progress, self.outcome, self.ranking_row]
+        parts = [self.task, self.typed, self.note, self.progress, self.outcome, self.ranking_row]
         return [*parts, *self.panes, *self.rank_boxes, *self.pair_votes]
 
 
@@ -97,7 +105,9 @@ def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
                 info="Filled from the queue by Next; edit or type your own",
             )
             with gr.Row():
-                mode = gr.Radio([ONE_MODEL, TWO_SIDES], value=ONE_MODEL, label="Candidates from")
+                mode = gr.Radio(
+                    [ONE_MODEL, TWO_SIDES], value=ONE_MODEL, label="Candidates from", info=MODE_INFO, scale=2
+                )
                 k = gr.Slider(2, 4, value=2, step=1, label="How many (one model)")
                 temperature = gr.Slider(0.1, 1.5, value=0.9, step=0.05, label="Temperature")
             with gr.Row(visible=False) as sides_row:
@@ -105,9 +115,10 @@ def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
                 system_a = gr.Textbox(label="System prompt A", placeholder="optional")
                 view_b = gr.Dropdown(ctx.views(), value=BASE_VIEW, label="Model B")
                 system_b = gr.Textbox(label="System prompt B", placeholder="e.g. Answer truthfully and briefly.")
-            with gr.Row():
+            with gr.Row(equal_height=True):
                 next_button = gr.Button("Next prompt (N)", variant="primary", elem_id="vote-next")
                 generate_button = gr.Button("Generate for this prompt")
+                note = gr.Markdown(elem_id="rank-note")
             progress = gr.Markdown(elem_id="rank-progress")
             with gr.Row(equal_height=True):
                 panes = [
@@ -140,27 +151,35 @@ def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
             guidelines = gr.Markdown(guidelines_text(ctx, scenario_names[0]), elem_id="guidelines")
 
     setup = [annotator, queue, typed, mode, k, temperature, view_a, system_a, view_b, system_b]
-    screen = Screen(task, typed, progress, outcome, reason, panes, ranking_row, rank_boxes, [vote_a, vote_b])
-    app.load(lambda name: name, annotator_memory, annotator, js=SHORTCUTS)
+    screen = Screen(task, typed, note, progress, outcome, reason, panes, ranking_row, rank_boxes, [vote_a, vote_b])
+    # Two loads: a `js` given with a function replaces the function's inputs by what it returns, and the shortcuts
+    # script returns nothing, so one load with both restored an empty name.
+    app.load(None, js=SHORTCUTS)
+    app.load(lambda name: name or "", annotator_memory, annotator).then(
+        partial(show_progress, ctx), [annotator, queue, mode], progress
+    )
     annotator.change(lambda name: name, annotator, annotator_memory)
     scenario.change(partial(guidelines_text, ctx), scenario, guidelines)
     scenario.change(lambda name: name, scenario, queue)
-    queue.change(partial(show_progress, ctx), [annotator, queue], progress)
+    gr.on([queue.change, mode.change, annotator.blur], partial(show_progress, ctx), [annotator, queue, mode], progress)
     mode.change(
         lambda m: (gr.update(visible=m == TWO_SIDES), gr.update(interactive=m == ONE_MODEL)), mode, [sides_row, k]
     )
     for dropdown in (view_a, view_b):
         dropdown.focus(lambda: gr.update(choices=ctx.views()), outputs=dropdown)
-    next_button.click(partial(next_task, ctx, screen, use_queue=True), setup, screen.task_view)
-    generate_button.click(partial(next_task, ctx, screen, use_queue=False), setup, screen.task_view)
+    # No overlay over the panes while answers are made: the note beside Next says what is happening.
+    for button, use_queue in ((next_button, True), (generate_button, False)):
+        button.click(
+            partial(next_task, ctx, screen, use_queue=use_queue), setup, screen.task_view, show_progress="minimal"
+        )
     votes = ((vote_a, "A"), (vote_b, "B"), (tie, "tie"), (both_bad, "both-bad"), (skip, "skipped"))
     for button, choice in (*votes, (submit_ranking, "ranking")):
         button.click(
             partial(cast_vote, ctx, screen, choice=choice),
-            [task, annotator, reason, queue, *rank_boxes],
+            [task, annotator, reason, queue, mode, *rank_boxes],
             [task, outcome, progress, reason],
         )
-    undo.click(partial(undo_vote, ctx, screen), [annotator, queue], [outcome, progress])
+    undo.click(partial(undo_vote, ctx, screen), [annotator, queue, mode], [outcome, progress])
 
 
 def guidelines_text(ctx: Lab, scenario: str) -> str:
@@ -168,10 +187,15 @@ def guidelines_text(ctx: Lab, scenario: str) -> str:
     return f"### Guidelines: {preset.name}\n\n{preset.description}\n\n{preset.guidelines}"
 
 
-def show_progress(ctx: Lab, annotator: str, queue: str) -> str:
-    """The annotator's progress through the queue, once they have typed their name."""
+def _status(ctx: Lab, queue: str, annotator: str, mode: str) -> QueueStatus:
+    """Progress through the queue counts per mode: votes on one model's samples never finish it for two models."""
+    return queue_status(ctx.store, ctx.scenarios, queue, annotator, between_models=mode == TWO_SIDES)
+
+
+def show_progress(ctx: Lab, annotator: str, queue: str, mode: str) -> str:
+    """The annotator's progress through the queue in this mode, once they have typed their name."""
     annotator = (annotator or "").strip()
-    return queue_status(ctx.store, ctx.scenarios, queue, annotator).text if annotator else ""
+    return _status(ctx, queue, annotator, mode).text if annotator else ""
 
 
 def next_task(
@@ -188,26 +212,50 @@ def next_task(
     view_b: str,
     system_b: str,
     use_queue: bool,
-) -> dict:
-    """Generate the candidates for the next queued prompt (or the typed one) and show them shuffled."""
+) -> Iterator[dict]:
+    """Generate the candidates for the next queued prompt (or the typed one) and show them shuffled.
+
+    Says in the note beside Next what it is doing (waiting for the model, generating answer 2 of 2), and puts
+    any problem there in one sentence; the answers appear together, since one arriving before the other would
+    tell which side it came from.
+    """
     annotator = (annotator or "").strip()
     if not annotator:
-        raise gr.Error("Type your name first: votes are counted per person.")
-    status = queue_status(ctx.store, ctx.scenarios, queue, annotator)
+        yield {screen.note: "**Type your name first:** votes are counted per person."}
+        return
+    status = _status(ctx, queue, annotator, mode)
     try:
         question, source = next_question(status, typed, use_queue)
     except ValueError as err:
-        raise gr.Error(str(err)) from err
+        yield {screen.note: f"**{err}**", screen.progress: status.text}
+        return
     sides = [Side(view_a, system_a or ""), Side(view_b, system_b or "")] if mode == TWO_SIDES else [Side(BASE_VIEW)]
     count = 2 if mode == TWO_SIDES else int(k)
-    ctx.wait_for_model()
+    candidates = None
     try:
+        while ctx.models.loading:
+            yield {screen.note: f"Waiting for the model to load: {ctx.models.status}"}
+            time.sleep(1.0)
         for side in sides:
             attach_adapter(ctx.store, ctx.models, side.view)
         settings = GenerationSettings(temperature=float(temperature), top_p=0.95, max_new_tokens=128)
-        candidates = make_candidates(ctx.models, question, sides, count, settings)
+        for step in candidate_steps(ctx.models, question, sides, count, settings):  # yields before each generation
+            while (why := waiting_for(ctx.models)) is not None:
+                yield {screen.note: f"{why[:1].upper()}{why[1:]}…"}
+                time.sleep(0.5)
+            if step.candidates:
+                candidates = step.candidates
+            else:
+                yield {screen.note: step.text[:1].upper() + step.text[1:]}
     except (ModelError, ValueError) as err:
-        raise gr.Error(str(err)) from err
+        yield {screen.note: f"**{err}**"}
+        return
+    yield show_task(screen, question, source, candidates, status)
+
+
+def show_task(screen: Screen, question: str, source: str, candidates: list[dict], status: QueueStatus) -> dict:
+    """The candidates in a random order, anonymous, with the vote buttons that fit how many there are."""
+    count = len(candidates)
     order = shuffled_order(count)
     state = {
         "prompt": [{"role": "user", "content": question}],
@@ -228,6 +276,7 @@ def next_task(
     return {
         screen.task: state,
         screen.typed: question,
+        screen.note: "",
         screen.progress: status.text,
         screen.outcome: "Which answer is better?",
         screen.ranking_row: gr.update(visible=count > 2),
@@ -239,45 +288,50 @@ def next_task(
 
 
 def cast_vote(
-    ctx: Lab, screen: Screen, task: dict | None, annotator: str, reason: str, queue: str, *positions, choice: str
+    ctx: Lab,
+    screen: Screen,
+    task: dict | None,
+    annotator: str,
+    reason: str,
+    queue: str,
+    mode: str,
+    *positions,
+    choice: str,
 ) -> dict:
     """Store the vote (it is in the database before the screen moves on), then reveal the models."""
     if not task:
-        raise gr.Error("Press Next prompt first.")
+        return {screen.outcome: "**Press Next prompt first.**"}
     try:
         ranks, verdict = vote_ranks(choice, task["shown"], [int(p) for p in positions if p is not None])
-    except ValueError as err:
-        raise gr.Error(str(err)) from err
-    comparison = Comparison(
-        task["prompt"],
-        task["candidates"],
-        task["shown"],
-        ranks,
-        verdict,
-        (annotator or "").strip(),
-        (reason or "").strip(),
-        task["source"],
-    )
-    try:
+        comparison = Comparison(
+            task["prompt"],
+            task["candidates"],
+            task["shown"],
+            ranks,
+            verdict,
+            (annotator or "").strip(),
+            (reason or "").strip(),
+            task["source"],
+        )
         ctx.store.add_comparison(comparison)
     except ValueError as err:
-        raise gr.Error(str(err)) from err
+        return {screen.outcome: f"**{err}**"}
     reveal = ", ".join(f"{LETTERS[p]} was **{task['candidates'][c]['model']}**" for p, c in enumerate(task["shown"]))
     said = {"skipped": "Skipped", "both-bad": "Saved: both bad", "tie": "Saved: tie"}.get(verdict, "Saved")
     return {
         screen.task: None,
         screen.outcome: f"{said} (vote #{comparison.id}). {reveal}. Press **N** for the next prompt.",
-        screen.progress: queue_status(ctx.store, ctx.scenarios, queue, comparison.annotator).text,
+        screen.progress: show_progress(ctx, comparison.annotator, queue, mode),
         screen.reason: "",
     }
 
 
-def undo_vote(ctx: Lab, screen: Screen, annotator: str, queue: str) -> dict:
+def undo_vote(ctx: Lab, screen: Screen, annotator: str, queue: str, mode: str) -> dict:
     """Withdraw this annotator's latest vote (kept in the database, marked withdrawn)."""
     withdrawn = ctx.store.undo_last_comparison((annotator or "").strip())
     if withdrawn is None:
-        raise gr.Error("You have no vote to undo.")
+        return {screen.outcome: "**You have no vote to undo.**"}
     return {
         screen.outcome: f"Withdrew vote #{withdrawn.id} on “{withdrawn.prompt[-1]['content'][:60]}”.",
-        screen.progress: queue_status(ctx.store, ctx.scenarios, queue, withdrawn.annotator).text,
+        screen.progress: show_progress(ctx, withdrawn.annotator, queue, mode),
     }
