@@ -1,6 +1,7 @@
 """The Demonstrations tab in headless Chromium on the real app: the author remembered, bulk review, Stop."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -100,3 +101,59 @@ def test_the_author_name_is_restored_after_a_reload(page):
     )
     page.screenshot(path=str(SHOTS / "demonstrations-author.png"), full_page=True)
     assert author.input_value() == "ann"
+
+
+def pick(page, dropdown_id: str, option: str) -> None:
+    page.locator(f"#{dropdown_id} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def pending(workspace: Path) -> list[int]:
+    from lab.store import Store
+
+    return [d.id for d in Store(workspace).list_demonstrations(status="pending")]
+
+
+def test_accepting_pending_answers_acts_only_on_the_rows_shown(page, workspace):
+    from lab.store import Demonstration, Store
+
+    topics = ["zebra", "zebra"] + ["otter"] * 6
+    Store(workspace).add_demonstrations(
+        [
+            Demonstration(
+                [{"role": "user", "content": f"About the {t} #{i}?"}, {"role": "assistant", "content": f"A {t}."}],
+                origin="teacher",
+                status="pending",
+            )
+            for i, t in enumerate(topics)
+        ]
+    )
+    pick(page, "demo-status", "pending")
+    page.locator("#demo-search textarea, #demo-search input").first.fill("zebra")
+    page.locator("#demo-counts").get_by_text("2 shown").wait_for(timeout=15_000)
+    page.get_by_text("Distil from a teacher").click()
+    page.locator("#accept-pending").click()
+    status = page.locator("#distill-status")
+    status.get_by_text("Marked the 2 pending answer(s) shown as accepted").wait_for(timeout=15_000)
+    assert "6 more pending are not shown and stay pending" in status.inner_text()
+    page.locator("#demo-counts").get_by_text("6 pending review").wait_for(timeout=15_000)
+    page.screenshot(path=str(SHOTS / "demonstrations-bulk.png"), full_page=True)
+    assert len(pending(workspace)) == 6
+
+
+def test_stop_ends_distillation_within_one_answer(page, workspace):
+    before = set(pending(workspace))
+    page.get_by_text("Distil from a teacher").click()
+    max_new = page.locator("#distill-max-new input[type=number]")
+    max_new.fill("16")
+    max_new.press("Enter")
+    page.locator("#distill-run").click()
+    status = page.locator("#distill-status")
+    status.get_by_text(re.compile(r"Answered 1 of \d+ prompts")).wait_for(timeout=60_000)
+    page.locator("#distill-stop").click()
+    status.get_by_text("Stopped:").wait_for(timeout=20_000)
+    saved = int(re.search(r"Stopped: (\d+) answer", status.inner_text()).group(1))
+    time.sleep(3)  # long enough for another answer, had the teacher gone on
+    page.screenshot(path=str(SHOTS / "demonstrations-stop.png"), full_page=True)
+    new = set(pending(workspace)) - before
+    assert 1 <= saved <= 2 and len(new) == saved

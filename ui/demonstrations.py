@@ -130,10 +130,14 @@ def build_demonstrations(ctx: Lab, app: gr.Blocks) -> DemonstrationsView:
             message = gr.Markdown(elem_id="demo-message")
         with gr.Column(scale=4):
             with gr.Row():
-                search = gr.Textbox(label="Search", scale=3)
+                search = gr.Textbox(label="Search", scale=3, elem_id="demo-search")
                 category_filter = gr.Dropdown(["", *CATEGORIES], value="", label="Category", scale=2)
                 status_filter = gr.Dropdown(
-                    ["accepted", "pending", "rejected", "all"], value="accepted", label="Status", scale=2
+                    ["accepted", "pending", "rejected", "all"],
+                    value="accepted",
+                    label="Status",
+                    scale=2,
+                    elem_id="demo-status",
                 )
             origin_filter = gr.CheckboxGroup(list(ORIGINS), value=list(ORIGINS), label="Origin")
             table = gr.Dataframe(
@@ -144,14 +148,12 @@ def build_demonstrations(ctx: Lab, app: gr.Blocks) -> DemonstrationsView:
                 elem_id="demo-table",
                 label="Click a row to open it in the editor; long texts are cut here, not there",
             )
+            selected = gr.Dropdown([], value=[], multiselect=True, label="Selected rows", elem_id="demo-selected")
             with gr.Row():
-                selected = gr.Dropdown(
-                    [], value=[], multiselect=True, label="Selected rows", elem_id="demo-selected", scale=3
-                )
-                accept = gr.Button("Accept", size="sm")
-                reject = gr.Button("Reject", size="sm")
-                delete = gr.Button("Delete", size="sm", variant="stop")
-                undo = gr.Button("Undo delete", size="sm")
+                accept = gr.Button("Accept", size="sm", min_width=80)
+                reject = gr.Button("Reject", size="sm", min_width=80)
+                delete = gr.Button("Delete", size="sm", variant="stop", min_width=80)
+                undo = gr.Button("Undo delete", size="sm", min_width=80)
             bulk_message = gr.Markdown(elem_id="demo-bulk-message")
             counts = gr.Markdown(elem_id="demo-counts")
 
