@@ -53,10 +53,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one method headless with a terminal progress bar; prints where the adapter is."""
     from lab import jobs
+    from lab.fields import parse_overrides
     from lab.presets import model_presets
     from lab.store import Store
     from lab.train import get_method
-    from lab.train.config import config_from_preset, parse_overrides
+    from lab.train.config import config_from_preset
 
     method = get_method(args.method)
     flags = {key.removeprefix("field_"): value for key, value in vars(args).items() if key.startswith("field_")}
@@ -195,7 +196,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _method_parser(methods: argparse._SubParsersAction, method, parents: list) -> None:
     """`train METHOD`: the common options, then one flag per config field, with the field's help and range."""
-    from lab.train.config import describe_range, group_of, yaml_scalar
+    from lab.fields import describe_range, yaml_scalar
+    from lab.train.config import group_of
 
     parser = methods.add_parser(
         method.name, help=method.summary, description=f"{method.summary} Trains on {method.data}.", parents=parents

@@ -10,9 +10,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from lab import limits
+from lab.fields import Checked, help_field
 from lab.models import LoadedModel
 
 if TYPE_CHECKING:
@@ -24,22 +26,23 @@ class PromptTooLongError(ValueError):
 
 
 @dataclass
-class GenerationSettings:
-    """Sampling settings; temperature 0 means greedy decoding."""
+class GenerationSettings(Checked):
+    """Sampling settings; temperature 0 means greedy decoding. Out-of-range values are refused, naming the key."""
 
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_new_tokens: int = 256
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)
+    temperature: float = help_field(0.7, "0 = greedy: always the most likely token.", low=0, high=5)
+    top_p: float = help_field(
+        0.9, "Sample from the smallest set of tokens whose probability adds up to this.", low=0.01, high=1
+    )
+    max_new_tokens: int = help_field(256, "Longest reply in tokens.", low=1, high=limits.NEW_TOKENS)
+    seed: int | None = help_field(None, "Same seed, same sampled reply; none = random.", low=0, high=limits.SEED)
+    stop: list = help_field([], f"Strings that end the reply (at most {limits.STOP_STRINGS}).")
 
-    def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+    def check(self) -> None:
+        if len(self.stop) > limits.STOP_STRINGS:
+            raise ValueError(f"key 'stop': at most {limits.STOP_STRINGS} stop strings, got {len(self.stop)}")
+        for text in self.stop:
+            if not isinstance(text, str) or not 0 < len(text) <= limits.STOP_STRING_CHARS:
+                raise ValueError(f"key 'stop': each stop string has 1 to {limits.STOP_STRING_CHARS} characters")
 
 
 @dataclass
@@ -57,6 +60,12 @@ def build_messages(user: str, system: str | None = None, history: list[Message] 
     """System prompt (if any), the earlier turns, then the new user turn (ValueError if it is empty)."""
     if not user or not user.strip():
         raise ValueError("The prompt is empty: type a message for the model to answer.")
+    if len(user) > limits.MESSAGE_CHARS:
+        raise ValueError(f"The message has {len(user):,} characters; the limit is {limits.MESSAGE_CHARS:,}.")
+    if system and len(system) > limits.SYSTEM_PROMPT_CHARS:
+        raise ValueError(
+            f"The system prompt has {len(system):,} characters; the limit is {limits.SYSTEM_PROMPT_CHARS:,}."
+        )
     messages: list[Message] = [{"role": "system", "content": system}] if system and system.strip() else []
     messages += [{"role": m["role"], "content": m["content"]} for m in history or []]
     messages.append({"role": "user", "content": user})
@@ -88,7 +97,10 @@ def encode_chat(lm: LoadedModel, messages: list[Message], max_new_tokens: int) -
     return ids.to(lm.model.device)
 
 
-def _generate_kwargs(lm: LoadedModel, settings: GenerationSettings) -> dict:
+def _generate_kwargs(lm: LoadedModel, settings: GenerationSettings, prompt_length: int, *criteria) -> dict:
+    """model.generate's arguments: sampling, and stopping criteria (`criteria`, then the stop strings)."""
+    from transformers import StoppingCriteriaList
+
     kw = {
         "max_new_tokens": settings.max_new_tokens,
         "pad_token_id": lm.tokenizer.pad_token_id,
@@ -98,8 +110,30 @@ def _generate_kwargs(lm: LoadedModel, settings: GenerationSettings) -> dict:
     else:
         kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     if settings.stop:
-        kw.update(stop_strings=list(settings.stop), tokenizer=lm.tokenizer)
+        criteria = (*criteria, _stop_on_text(lm, settings.stop, prompt_length))
+    if criteria:
+        kw["stopping_criteria"] = StoppingCriteriaList(criteria)
     return kw
+
+
+def _stop_on_text(lm: LoadedModel, stop: list[str], prompt_length: int):
+    """Ends each sequence once its reply's text contains a stop string.
+
+    transformers' own `stop_strings` precomputes tables over the whole vocabulary for every stop string
+    (about a second per hundred characters on a CPU, while the request holds the model); decoding the last
+    few tokens at each step costs microseconds instead.
+    """
+    import torch
+    from transformers import StoppingCriteria
+
+    window = max(map(len, stop)) + 4  # tokens: each holds at least one character, and a few may decode to none
+
+    class StopOnText(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
+            tails = lm.tokenizer.batch_decode(input_ids[:, prompt_length:][:, -window:], skip_special_tokens=True)
+            return torch.tensor([any(s in tail for s in stop) for tail in tails], device=input_ids.device)
+
+    return StopOnText()
 
 
 def _seed(settings: GenerationSettings) -> None:
@@ -127,7 +161,7 @@ def stream_chat(
     the iterator stops the generation at the next token.
     """
     import torch
-    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+    from transformers import StoppingCriteria, TextIteratorStreamer
 
     hold = model if callable(model) else (lambda: nullcontext(model))
     cancelled = threading.Event()
@@ -152,8 +186,7 @@ def stream_chat(
                         input_ids=ids,
                         attention_mask=torch.ones_like(ids),
                         streamer=streamer,
-                        stopping_criteria=StoppingCriteriaList([Cancelled()]),
-                        **_generate_kwargs(lm, settings),
+                        **_generate_kwargs(lm, settings, ids.shape[1], Cancelled()),
                     )
         except BaseException as err:  # re-raised in the consumer's thread below
             failure.append(err)
@@ -191,7 +224,8 @@ def generate(lm: LoadedModel, messages: list[Message], settings: GenerationSetti
     _seed(settings)
     start = time.perf_counter()
     with torch.inference_mode():
-        out = lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **_generate_kwargs(lm, settings))
+        kwargs = _generate_kwargs(lm, settings, ids.shape[1])
+        out = lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
     seconds = time.perf_counter() - start
     new = out[0, ids.shape[1] :]
     text, _ = _cut_at_stop(lm.tokenizer.decode(new, skip_special_tokens=True), settings.stop)
@@ -223,7 +257,7 @@ def sample_candidates(
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
             num_return_sequences=k,
-            **_generate_kwargs(lm, settings),
+            **_generate_kwargs(lm, settings, ids.shape[1]),
         )  # (k, T + new)
     seconds = time.perf_counter() - start
     candidates = []

@@ -10,16 +10,17 @@ import pytest
 import yaml
 
 from lab.cli import main
+from lab.fields import Checked, help_field
 from lab.presets import ModelPreset
 from lab.store import Store
-from lab.train.config import RunConfig, config_from_preset, help_field
+from lab.train.config import config_from_preset
 from lab.train.sft import SFTRunConfig
 
 SIGNOFF = Path(__file__).resolve().parent.parent / "assets" / "demonstrations" / "signoff.jsonl"
 
 
 @dataclass
-class Probe(RunConfig):
+class Probe(Checked):
     label: str | None = help_field(None, "optional text")
     tags: list = help_field([], "a list")
     share: float = help_field(0.5, "a share", low=0, high=1, high_open=True)

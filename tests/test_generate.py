@@ -118,3 +118,43 @@ def test_stream_can_be_read_from_several_threads(tiny_model_dir):
     assert chunks
     with manager.use():  # the lock is free again
         pass
+
+
+def test_limits_refuse_what_would_stall_everyone_and_name_the_key():
+    from lab import limits
+
+    at_limit = ["x" * limits.STOP_STRING_CHARS] * limits.STOP_STRINGS
+    assert GenerationSettings(stop=at_limit).stop == at_limit
+    for bad, named in [
+        ({"stop": ["x" * (limits.STOP_STRING_CHARS + 1)]}, "stop"),
+        ({"stop": ["s"] * (limits.STOP_STRINGS + 1)}, "stop"),
+        ({"seed": 10**30}, "seed"),
+        ({"temperature": float("nan")}, "temperature"),
+        ({"max_new_tokens": limits.NEW_TOKENS + 1}, "max_new_tokens"),
+    ]:
+        with pytest.raises(ValueError, match=f"key '{named}'"):
+            GenerationSettings(**bad)
+    build_messages("x" * limits.MESSAGE_CHARS)
+    with pytest.raises(ValueError, match="limit is"):
+        build_messages("x" * (limits.MESSAGE_CHARS + 1))
+    with pytest.raises(ValueError, match="system prompt"):
+        build_messages("hi", system="s" * (limits.SYSTEM_PROMPT_CHARS + 1))
+
+
+def test_stop_strings_end_each_candidate_without_a_vocabulary_scan(tiny_model, monkeypatch):
+    """Stop strings are matched on the decoded tail of each reply, not through transformers' stop_strings,
+    whose set-up scans the vocabulary per character while the request holds the model."""
+    import transformers.generation.stopping_criteria as criteria
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("StopStringCriteria was built")
+
+    monkeypatch.setattr(criteria.StopStringCriteria, "__init__", refuse)
+    messages = build_messages("Hello")
+    full = generate(tiny_model, messages, GenerationSettings(temperature=0, max_new_tokens=30)).text
+    stop = full.strip()[3:5]
+    cut = generate(tiny_model, messages, GenerationSettings(temperature=0, max_new_tokens=30, stop=[stop]))
+    assert stop not in cut.text and cut.new_tokens < 30
+    many = ["zzzz" * 16] * 7 + [stop]
+    candidates = sample_candidates(tiny_model, messages, GenerationSettings(0.8, 1.0, 30, 0, many), 3)
+    assert all(stop not in c.text for c in candidates)

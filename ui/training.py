@@ -15,9 +15,10 @@ import pandas as pd
 
 from lab import Lab, jobs
 from lab.curves import curves, progress
+from lab.fields import describe_range
 from lab.store import ORIGINS
 from lab.train import METHODS, get_method
-from lab.train.config import config_from_preset, describe_range, form_fields, group_of
+from lab.train.config import config_from_preset, form_fields, group_of
 from lab.train.runs import MetricsTail, log_tail, read_samples
 from ui.errors import UserError
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lab.fields import Checked
 from lab.train import sft
-from lab.train.config import RunConfig
 
 DATA = ("demonstrations", "preferences", "prompts")
 PRODUCTS = {"chat-adapter": "chat", "reward-model": "reward", "report": None}  # product → adapter kind it lists as
@@ -33,7 +33,7 @@ class Method:
 
     name: str
     summary: str  # one line for the form and `--help`
-    config: type[RunConfig]
+    config: type[Checked]
     data: str  # one of DATA: what it trains on
     produces: str  # one of PRODUCTS
     panels: tuple[tuple[str, str], ...]  # (metric key in metrics.jsonl, panel title)

@@ -1,0 +1,12 @@
+"""How much one request may ask for: declared here, enforced in lab/, so the app, the CLI and the API share them.
+
+Each bound keeps one person's request from stalling everyone behind the one model (stop strings cost the
+tokenizer time per character when generation starts) or from filling the workspace.
+"""
+
+STOP_STRINGS = 8  # stop strings per request
+STOP_STRING_CHARS = 64  # characters per stop string
+SYSTEM_PROMPT_CHARS = 8_000
+MESSAGE_CHARS = 32_000  # one user turn
+NEW_TOKENS = 4_096  # tokens generated per reply
+SEED = 2**32 - 1  # the largest seed (NumPy's and Python's generators accept up to this)
