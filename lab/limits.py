@@ -10,3 +10,4 @@ SYSTEM_PROMPT_CHARS = 8_000
 MESSAGE_CHARS = 32_000  # one user turn
 NEW_TOKENS = 4_096  # tokens generated per reply
 SEED = 2**32 - 1  # the largest seed (NumPy's and Python's generators accept up to this)
+UPLOAD_MB = 50  # one uploaded file

@@ -1,12 +1,20 @@
-"""Start the app: `python -m ui [--host H] [--port P] [--workspace DIR] [--share --auth user:pass]`."""
+"""Start the app: `python -m ui [--host H] [--port P] [--workspace DIR] [--share --auth-file FILE]`."""
 
 from __future__ import annotations
 
 import argparse
+import hmac
 import logging
+import os
 import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
 
-from lab import Lab, jobs
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine; read when gradio loads
+
+from lab import Lab, jobs, limits
 from lab.experiments import seed_prompt_pool
 from lab.models import DEFAULT_MODEL, DEVICES, PRECISIONS
 from lab.presets import question_sets
@@ -25,13 +33,54 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
     parser.add_argument("--device", default="auto", choices=DEVICES)
     parser.add_argument("--share", action="store_true", help="open a public Gradio link (needs --auth)")
-    parser.add_argument("--auth", default=None, metavar="USER:PASS", help="require this login")
+    parser.add_argument(
+        "--auth",
+        default=None,
+        metavar="USER:PASS",
+        help="require this login (visible in the process list: prefer --auth-file or $LAB_AUTH)",
+    )
+    parser.add_argument("--auth-file", default=None, metavar="FILE", help="require a login: one USER:PASS per line")
     args = parser.parse_args(argv)
-    if (args.share or args.host not in LOCAL_HOSTS) and not args.auth:
-        parser.error("--share and a non-local --host expose the lab to others: add --auth USER:PASS")
-    if args.auth and ":" not in args.auth:
-        parser.error("--auth must look like USER:PASS")
+    try:
+        args.logins = logins(args.auth, args.auth_file, os.environ.get("LAB_AUTH"))
+    except (OSError, ValueError) as err:
+        parser.error(str(err))
+    if (args.share or args.host not in LOCAL_HOSTS) and not args.logins:
+        parser.error("--share and a non-local --host expose the lab to others: add --auth-file FILE (or $LAB_AUTH)")
     return args
+
+
+def logins(auth: str | None, auth_file: str | None, env: str | None) -> dict[str, str]:
+    """user → password from --auth, each line of --auth-file, and $LAB_AUTH (each USER:PASS)."""
+    entries = [("--auth", auth)] if auth else []
+    if auth_file:
+        lines = Path(auth_file).read_text(encoding="utf-8").splitlines()
+        entries += [(f"{auth_file} line {n}", line.strip()) for n, line in enumerate(lines, 1) if line.strip()]
+    if env:
+        entries.append(("$LAB_AUTH", env))
+    found = {}
+    for where, entry in entries:
+        user, sep, password = entry.partition(":")
+        if not (sep and user and password):
+            raise ValueError(f"{where} must look like USER:PASS")
+        found[user] = password
+    return found
+
+
+def check_login(accounts: dict[str, str], delay_s: float = 1.0) -> Callable[[str, str], bool]:
+    """Gradio's auth function: compared in constant time; each failure costs `delay_s`, one at a time, so
+    guessing passwords is slow however many requests arrive at once."""
+    failures = threading.Lock()
+
+    def check(user: str, password: str) -> bool:
+        expected = accounts.get(user, "")
+        if expected and hmac.compare_digest(expected.encode(), password.encode()):
+            return True
+        with failures:
+            time.sleep(delay_s)
+        return False
+
+    return check
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,16 +95,16 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Lab(store, shared=args.share or args.host not in LOCAL_HOSTS)
     ctx.load_in_background(args.model, args.precision, args.device)
     app = build_app(ctx)
-    auth = tuple(args.auth.split(":", 1)) if args.auth else None
     print(f"Workspace: {store.root}", file=sys.stderr)
     app.queue(default_concurrency_limit=4).launch(
         server_name=args.host,
         server_port=args.port,
         share=args.share,
-        auth=auth,
+        auth=check_login(args.logins) if args.logins else None,
         css=CSS,
         footer_links=[],
-        show_error=True,
+        show_error=False,  # a fault's text stays in the log; what a user can fix arrives as one sentence anyway
+        max_file_size=f"{limits.UPLOAD_MB}mb",
     )
     return 0
 

@@ -19,7 +19,7 @@ CSS = """
 
 
 def build_app(ctx: Lab) -> gr.Blocks:
-    with gr.Blocks(title="Alignment Lab") as app:
+    with gr.Blocks(title="Alignment Lab", analytics_enabled=False) as app:
         with gr.Row():
             gr.Markdown("## Alignment Lab")
             status = gr.Markdown(ctx.models.status, elem_id="status-bar")
