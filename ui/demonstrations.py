@@ -16,6 +16,7 @@ from lab.presets import demonstration_sets
 from lab.store import CATEGORIES, ORIGINS
 from ui.distill import build_distill, run_distillation  # noqa: F401  (run_distillation: tests import it from here)
 from ui.downloads import DOWNLOAD_JS, session_folder
+from ui.errors import UserError
 
 # The name is no secret, and a fixed key lets the browser read it back after the app restarts (Gradio's
 # default key is new at each start, so the stored name could no longer be decrypted).
@@ -426,11 +427,11 @@ def preview(ctx: Lab, view: DemonstrationsView, path: str | None) -> dict:
 def import_file(ctx: Lab, view: DemonstrationsView, path: str | None) -> dict:
     """Import every row of the uploaded file, or none of them."""
     if not path:
-        raise gr.Error("Choose a file first.")
+        raise UserError("Choose a file first.")
     try:
         report = data.import_demonstrations(ctx.store, path)
     except data.DataFileError as err:
-        raise gr.Error(str(err)) from err
+        raise UserError(str(err)) from err
     return {
         view.preview_text: report.summary(),
         view.preview_table: gr.update(visible=False),
@@ -448,5 +449,5 @@ def export_accepted(ctx: Lab, view: DemonstrationsView, request: gr.Request | No
     try:
         data.export_demonstrations(ctx.store, path)
     except data.DataFileError as err:
-        raise gr.Error(str(err)) from err
+        raise UserError(str(err)) from err
     return {view.download: gr.update(value=str(path), visible=True)}

@@ -12,6 +12,7 @@ from lab.distill import TEACHER_SYSTEM, StopFlag, Teacher, distill
 from lab.generate import GenerationSettings
 from lab.models import ModelError
 from lab.presets import load_question_set, question_sets
+from ui.errors import UserError
 
 
 def build_distill(ctx: Lab, author: gr.Textbox, table: gr.Dataframe) -> list:
@@ -60,7 +61,7 @@ def run_distillation(
 ):
     """Have the teacher answer the prompt set, saying after each answer how many are saved; Stop ends it."""
     if ctx.shared and model.strip():
-        raise gr.Error("On a shared app the teacher is the loaded model; only the command line chooses models.")
+        raise UserError("On a shared app the teacher is the loaded model; only the command line chooses models.")
     stop = stop if stop is not None else StopFlag()
     stop.clear()  # a Stop pressed before this run is not meant for it
     teacher = Teacher(model=model.strip(), system=system, few_shot=int(few_shot))
