@@ -241,9 +241,9 @@ class ArenaReport:
             lines.append(f"{self.skipped} skipped prompts are not counted as votes.")
         if self.imported:
             lines.append(
-                f"{self.imported} of the votes are imported: they count in the pairs and the leaderboard, but not "
-                "per annotator, in agreement or in position bias, since who rated them and in which order "
-                "the answers were shown is not known."
+                f"{self.imported} of the votes are imported: they count in the pairs, but not per annotator, in "
+                "agreement or in position bias, since who rated them and the order the answers were shown in "
+                "are not known."
             )
         return "  \n".join(lines)
 

@@ -79,7 +79,8 @@ class Screen:
 
 def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
     task = gr.State(None)  # the comparison on screen: prompt, candidates, shown order, queue source
-    annotator_memory = gr.BrowserState("", storage_key="alignment-lab-annotator")
+    # A fixed secret, so the name is still there after the app restarts (it is a name, not a credential).
+    annotator_memory = gr.BrowserState("", storage_key="alignment-lab-annotator", secret="alignment-lab-annotator")
     scenario_names = list(ctx.scenarios)
     with gr.Row():
         with gr.Column(scale=3):
@@ -152,13 +153,12 @@ def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
 
     setup = [annotator, queue, typed, mode, k, temperature, view_a, system_a, view_b, system_b]
     screen = Screen(task, typed, note, progress, outcome, reason, panes, ranking_row, rank_boxes, [vote_a, vote_b])
-    # Two loads: a `js` given with a function replaces the function's inputs by what it returns, and the shortcuts
-    # script returns nothing, so one load with both restored an empty name.
     app.load(None, js=SHORTCUTS)
-    app.load(lambda name: name or "", annotator_memory, annotator).then(
+    # The browser's stored value arrives after the page loads, as a change of the BrowserState: restore it then.
+    annotator.change(lambda name: name, annotator, annotator_memory)
+    annotator_memory.change(lambda name: name or gr.skip(), annotator_memory, annotator).then(
         partial(show_progress, ctx), [annotator, queue, mode], progress
     )
-    annotator.change(lambda name: name, annotator, annotator_memory)
     scenario.change(partial(guidelines_text, ctx), scenario, guidelines)
     scenario.change(lambda name: name, scenario, queue)
     gr.on([queue.change, mode.change, annotator.blur], partial(show_progress, ctx), [annotator, queue, mode], progress)
