@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from lab import limits
+from lab.demonstrations import preview
 from lab.store import Demonstration, Store, fingerprint
 
 FORMATS = ("messages", "instruction", "prompt-completion")
@@ -54,6 +56,9 @@ def read_records(path: str | Path) -> Records:
         raise DataFileError(f"Cannot import '{path.name}': use a {', '.join(EXTENSIONS[:-1])} or .parquet file.")
     if not path.is_file():
         raise DataFileError(f"There is no file at {path}.")
+    megabytes = path.stat().st_size / 2**20
+    if megabytes > limits.FILE_MB:
+        raise DataFileError(f"'{path.name}' is {megabytes:.0f} MB; the lab imports files up to {limits.FILE_MB} MB.")
     try:
         records = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}[
             path.suffix.lower()
@@ -62,6 +67,8 @@ def read_records(path: str | Path) -> Records:
         raise DataFileError(f"'{path.name}' is not UTF-8 text (byte {err.start}).") from err
     if not records:
         raise DataFileError(f"'{path.name}' has no rows.")
+    if len(records) > limits.IMPORT_ROWS:
+        raise DataFileError(f"'{path.name}' has {len(records):,} rows; one import takes up to {limits.IMPORT_ROWS:,}.")
     return records
 
 
@@ -113,12 +120,25 @@ def _read_csv(path: Path) -> Records:
 
 
 def _read_parquet(path: Path) -> Records:
-    """Through pyarrow, so nested columns (messages, tags) come back as plain lists and dicts."""
+    """Through pyarrow, so nested columns (messages, tags) come back as plain lists and dicts.
+
+    Parquet is compressed: a few kilobytes can hold hundreds of megabytes. The size each row group expands to
+    is checked before it is read, group by group, so a compression bomb is refused before it is unpacked.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    budget, rows = limits.DECOMPRESSED_MB * 2**20, []
     try:
-        rows = pq.read_table(path).to_pylist()
+        parquet = pq.ParquetFile(path)
+        for group in range(parquet.num_row_groups):
+            meta = parquet.metadata.row_group(group)
+            budget -= sum(meta.column(c).total_uncompressed_size for c in range(meta.num_columns))
+            if budget < 0:
+                raise DataFileError(
+                    f"'{path.name}' unpacks to more than {limits.DECOMPRESSED_MB} MB; the lab imports less than that."
+                )
+            rows += parquet.read_row_group(group).to_pylist()
     except (pa.ArrowException, OSError) as err:
         raise DataFileError(f"'{path.name}' is not a readable Parquet file ({err}).") from err
     return Records(rows, [f"row {n}" for n in range(1, len(rows) + 1)])
@@ -263,7 +283,14 @@ class ImportPreview:
             turns = [m for m in demo.messages if m["role"] != "system"]
             prompt = next(m["content"] for m in turns if m["role"] == "user")
             response = turns[-1]["content"]
-            rows.append({"prompt": prompt, "response": response, "turns": len(turns), "category": demo.category})
+            rows.append(
+                {
+                    "prompt": preview(prompt),
+                    "response": preview(response),
+                    "turns": len(turns),
+                    "category": demo.category,
+                }
+            )
         return pd.DataFrame(rows, columns=["prompt", "response", "turns", "category"])
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from lab.refs import normalise_base
 from lab.store import Run, Store, now
+from lab.store.rows import check_name
 from lab.train import get_method
 from lab.train.runs import StopSignal, latest_checkpoint, log_tail, stop_signals, write_config
 
@@ -61,6 +62,7 @@ def prepare(store: Store, method: str, config: Any, name: str = "", data_file: s
     from lab.train.snapshot import snapshot
 
     spec = get_method(method)
+    check_name(name, "the run's name")
     run_id = new_run_id(method)
     folder = run_dir(store, run_id)
     try:

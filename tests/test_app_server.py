@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.request
 from pathlib import Path
@@ -73,3 +74,23 @@ def test_a_wrong_login_is_slow_and_a_right_one_is_not():
     start = time.monotonic()
     assert not check("ann", "guess") and not check("nobody", "secret")
     assert time.monotonic() - start >= 0.4
+
+
+def test_a_shared_app_stays_off_the_model_hub():
+    code = textwrap.dedent(
+        """
+        import time
+        from ui.__main__ import stay_offline
+        from lab.models import ModelError, load_model
+        stay_offline()
+        start = time.monotonic()
+        try:
+            load_model("someone/some-model", "fp32", "cpu", progress=lambda _: None)
+        except ModelError as err:
+            print(round(time.monotonic() - start, 1), err)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    seconds, message = out.stdout.split(" ", 1)
+    assert float(seconds) < 5 and "someone/some-model" in message

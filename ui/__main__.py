@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine; read when gradio loads
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 from lab import Lab, jobs, limits
 from lab.experiments import seed_prompt_pool
@@ -83,6 +84,15 @@ def check_login(accounts: dict[str, str], delay_s: float = 1.0) -> Callable[[str
     return check
 
 
+def stay_offline() -> None:
+    """A shared app never reaches the model hub on a remote user's behalf. gradio has already imported
+    huggingface_hub, which read the environment then, so its setting is changed in place too."""
+    import huggingface_hub.constants
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # One line per refused request on the terminal (ui.errors.UserError); tracebacks only for real faults.
@@ -93,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     seed_prompt_pool(store, question_sets())
     jobs.watch(store)  # repairs runs left "running" by a previous app, then keeps the queue moving
     ctx = Lab(store, shared=args.share or args.host not in LOCAL_HOSTS)
+    if ctx.shared:
+        stay_offline()
     ctx.load_in_background(args.model, args.precision, args.device)
     app = build_app(ctx)
     print(f"Workspace: {store.root}", file=sys.stderr)

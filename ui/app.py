@@ -8,6 +8,7 @@ from lab import Lab
 from ui.arena import build_arena
 from ui.chat import build_chat
 from ui.demonstrations import build_demonstrations
+from ui.downloads import forget_session
 from ui.prompting import build_prompting
 from ui.ranking import build_ranking
 from ui.training import build_training
@@ -19,7 +20,8 @@ CSS = """
 
 
 def build_app(ctx: Lab) -> gr.Blocks:
-    with gr.Blocks(title="Alignment Lab", analytics_enabled=False) as app:
+    # Uploads in Gradio's cache are deleted after a day (checked hourly); a session's exports when it ends.
+    with gr.Blocks(title="Alignment Lab", analytics_enabled=False, delete_cache=(3600, 86400)) as app:
         with gr.Row():
             gr.Markdown("## Alignment Lab")
             status = gr.Markdown(ctx.models.status, elem_id="status-bar")
@@ -40,4 +42,9 @@ def build_app(ctx: Lab) -> gr.Blocks:
             build_ranking(ctx, app)
         with gr.Tab("Arena", id="arena") as arena:
             build_arena(ctx, arena)
+
+        def forget(request: gr.Request) -> None:  # Gradio injects the request by this annotation
+            forget_session(ctx, request)
+
+        app.unload(forget)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import gradio as gr
@@ -27,7 +28,16 @@ def session_folder(ctx: Lab, request: gr.Request | None) -> Path:
 
     Named by a hash of the session id, since the browser sends that id and it must never become a path.
     """
-    session = getattr(request, "session_hash", None) or "no-session"
-    folder = ctx.exports / hashlib.sha256(session.encode()).hexdigest()[:24]
+    folder = _folder(ctx, request)
     folder.mkdir(mode=0o700, exist_ok=True)
     return folder
+
+
+def forget_session(ctx: Lab, request: gr.Request) -> None:
+    """When a browser session ends (its tab closed), its exports go with it."""
+    shutil.rmtree(_folder(ctx, request), ignore_errors=True)
+
+
+def _folder(ctx: Lab, request: gr.Request | None) -> Path:
+    session = getattr(request, "session_hash", None) or "no-session"
+    return ctx.exports / hashlib.sha256(session.encode()).hexdigest()[:24]

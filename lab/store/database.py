@@ -81,8 +81,11 @@ class Database:
 
     def _get(self, cls: type, table: str, row_id: int | str, noun: str):
         """The row of `table` with this id, typed as `cls`; KeyError naming the noun if there is none."""
-        with self._read() as db:
-            r = db.execute(f"SELECT * FROM {table} WHERE id = ?", (row_id,)).fetchone()
+        try:
+            with self._read() as db:
+                r = db.execute(f"SELECT * FROM {table} WHERE id = ?", (row_id,)).fetchone()
+        except OverflowError:  # beyond SQLite's 64-bit integers: no such row, not a crash
+            r = None
         if r is None:
             raise KeyError(f"No {noun} with id {row_id}.")
         return from_row(cls, r)

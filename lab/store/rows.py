@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
+from lab import limits
+
 CATEGORIES = (
     "generation",
     "open QA",
@@ -132,13 +134,23 @@ class Demonstration:
             raise ValueError(f"unknown origin '{self.origin}'")
         if self.status not in STATUSES:
             raise ValueError(f"unknown status '{self.status}'")
+        check_name(self.author, "the author's name")
         check_messages(self.messages)
+
+
+def check_name(name: str, what: str) -> None:
+    """A person's, an experiment's or a run's name: at most limits.NAME_CHARS characters."""
+    if len(name) > limits.NAME_CHARS:
+        raise ValueError(f"{what} has {len(name):,} characters; the limit is {limits.NAME_CHARS}")
 
 
 def check_messages(messages: list[dict]) -> None:
     """A conversation: optional system turn first, then user and assistant alternating, ending with assistant."""
     if not isinstance(messages, list) or not messages:
         raise ValueError("the conversation is empty" if not messages else "messages must be a list of turns")
+    size = sum(len(m["content"]) for m in messages if isinstance(m, dict) and isinstance(m.get("content"), str))
+    if size > limits.CONVERSATION_CHARS:
+        raise ValueError(f"the conversation has {size:,} characters; the limit is {limits.CONVERSATION_CHARS:,}")
     for number, message in enumerate(messages, start=1):
         if not isinstance(message, dict) or set(message) - {"role", "content"} or "role" not in message:
             raise ValueError(f"message {number} must have exactly a role and a content")
@@ -227,6 +239,7 @@ class Comparison:
         """Raise ValueError naming the problem with this vote."""
         if self.verdict not in VERDICTS:
             raise ValueError(f"unknown verdict '{self.verdict}'")
+        check_name(self.annotator, "the annotator's name")
         if not 2 <= len(self.candidates) <= 8:
             raise ValueError(f"a comparison needs 2 to 8 candidates, got {len(self.candidates)}")
         if sorted(self.shown) != list(range(len(self.candidates))):
