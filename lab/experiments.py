@@ -123,21 +123,6 @@ def describe_view(models: ModelManager, view: str) -> str:
     return f"{lm.base} · {lm.precision} · {lm.device} · view: {view}"
 
 
-def waiting_for(models: ModelManager) -> str | None:
-    """Why generation cannot start at once, in words, or None when the model is free.
-
-    The manager holds one lock for every generation (switching adapters mutates the model in place), so a
-    chat or another tab's run makes this one wait; saying so beats a silent spinner.
-    """
-    if models.loading:
-        return f"waiting for the model to load ({models.status})"
-    lock = models._lock  # the manager has no public "busy"; a non-blocking try tells without waiting
-    if not lock.acquire(blocking=False):
-        return "waiting for the model behind another request"
-    lock.release()
-    return None
-
-
 def progress_text(done: int, total: int, what: str = "cells", waiting: str | None = None) -> str:
     """Progress in words for a status line: "3 of 12 cells… waiting for the model behind another request"."""
     return f"{done} of {total} {what}… {waiting or 'generating'}"

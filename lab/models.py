@@ -365,10 +365,14 @@ class ModelManager:
         finally:
             self._holders -= 1
 
-    @property
-    def busy(self) -> bool:
-        """Is a request using the model now (so a new one waits behind it)?"""
-        return self._holders > 0 or self.loading
+    def waiting(self) -> str | None:
+        """Why a request cannot have the model at once, in words, or None when it is free: generation holds it
+        for its whole duration (switching adapters mutates it in place), so saying so beats a silent spinner."""
+        if self.loading:
+            return f"waiting for the model to load ({self.status})"
+        if self._holders:
+            return "waiting for the model behind another request"
+        return None
 
 
 def _weights_stamp(folder: Path) -> float:

@@ -211,7 +211,7 @@ def test_cells_record_the_view_that_answered_not_the_adapters_attached(store, ma
 def test_waiting_for_the_model_is_said_in_words(manager):
     import threading
 
-    assert experiments.waiting_for(manager) is None
+    assert manager.waiting() is None
     held, release = threading.Event(), threading.Event()
 
     def chat() -> None:
@@ -223,12 +223,12 @@ def test_waiting_for_the_model_is_said_in_words(manager):
     thread.start()
     held.wait(10)
     try:
-        assert experiments.waiting_for(manager) == "waiting for the model behind another request"
+        assert manager.waiting() == "waiting for the model behind another request"
     finally:
         release.set()
         thread.join()
     manager.loading, manager.status = True, "Converting the default model…"
-    assert experiments.waiting_for(manager) == "waiting for the model to load (Converting the default model…)"
+    assert manager.waiting() == "waiting for the model to load (Converting the default model…)"
     text = experiments.progress_text(3, 12, waiting="waiting for the model behind another request")
     assert text == "3 of 12 cells… waiting for the model behind another request"
 

@@ -135,7 +135,7 @@ def add_message(
     if ctx.models.loaded is not None:
         try:
             encode_chat(ctx.models.loaded, build_messages(text, system, turns), int(max_new))
-        except PromptTooLongError as err:
+        except ValueError as err:  # too long for the context, or over the lab's limits
             gr.Warning(str(err))
             return gr.skip(), gr.skip(), gr.skip()
     history = [*history, {"role": "user", "content": text}]
@@ -174,17 +174,23 @@ def bot_reply(
     if not history or history[-1]["role"] != "user":
         yield history
         return
-    settings = parse_settings(temperature, top_p, max_new, seed, stop)
     turns = plain_messages(history)
-    messages = build_messages(turns[-1]["content"], system, turns[:-1])
+    try:
+        settings = parse_settings(temperature, top_p, max_new, seed, stop)
+        messages = build_messages(turns[-1]["content"], system, turns[:-1])
+    except ValueError as err:  # a setting out of range, a system prompt over the limit: said, nothing lost
+        gr.Warning(str(err))
+        yield history
+        return
     history = [*history, {"role": "assistant", "content": ""}]
     deadline = time.monotonic() + WAIT_FOR_MODEL_S
     while ctx.models.loading and time.monotonic() < deadline:
         history[-1]["content"] = f"⏳ {ctx.models.status}"
         yield history
         time.sleep(0.5)
-    waiting = "⏳ waiting for the model: it is answering another request…"
-    history[-1]["content"] = waiting if ctx.models.busy else ""
+    why = ctx.models.waiting()
+    waiting = f"⏳ {why}…" if why else ""
+    history[-1]["content"] = waiting
     if history[-1]["content"]:
         yield history  # replaced by the reply as soon as its first token arrives
     try:

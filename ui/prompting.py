@@ -15,6 +15,7 @@ from lab.adapters import attach_adapter
 from lab.models import BASE_VIEW, ModelError
 from lab.presets import load_question_set, question_sets
 from ui.downloads import DOWNLOAD_JS, session_folder
+from ui.errors import UserError
 
 VARIANT_COLUMNS = ["name", "system", "template"]
 STARTER = "starter: "
@@ -295,13 +296,13 @@ def run_experiment(ctx: Lab, ui: PromptingView, experiment_id: int, view: str) -
     total = len(exp.questions) * len(exp.variants)
     try:
         while ctx.models.loading:
-            yield {ui.status: experiments.progress_text(0, total, waiting=experiments.waiting_for(ctx.models))}
+            yield {ui.status: experiments.progress_text(0, total, waiting=ctx.models.waiting())}
             time.sleep(1.0)
         attach_adapter(ctx.store, ctx.models, view)
         done = total - len(experiments.missing_cells(ctx.store, ctx.models, experiment_id, view))
         runner = experiments.run_experiment(ctx.store, ctx.models, experiment_id, view=view)
         while True:
-            while (why := experiments.waiting_for(ctx.models)) is not None:
+            while (why := ctx.models.waiting()) is not None:
                 yield {ui.status: experiments.progress_text(done, total, waiting=why)}
                 time.sleep(0.5)
             if next(runner, None) is None:  # generates one cell
@@ -378,7 +379,7 @@ def rate(ctx: Lab, ui: PromptingView, experiment_id: int | None, cell: tuple | N
 def export_results(ctx: Lab, ui: PromptingView, experiment_id: int | None, request: gr.Request | None) -> dict:
     """Write the experiment's CSV into this browser session's own folder, for its download button."""
     if experiment_id is None:
-        raise gr.Error("Save and run the experiment first.")
+        raise UserError("Save and run the experiment first.")
     path = session_folder(ctx, request) / f"experiment-{experiment_id}.csv"
     experiments.export_csv(ctx.store, experiment_id, path)
     return {ui.download: gr.update(value=str(path), visible=True)}

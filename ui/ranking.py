@@ -15,7 +15,6 @@ import gradio as gr
 
 from lab import Lab
 from lab.adapters import attach_adapter
-from lab.experiments import waiting_for
 from lab.generate import GenerationSettings
 from lab.models import BASE_VIEW, ModelError
 from lab.preferences import (
@@ -240,7 +239,7 @@ def next_task(
             attach_adapter(ctx.store, ctx.models, side.view)
         settings = GenerationSettings(temperature=float(temperature), top_p=0.95, max_new_tokens=128)
         for step in candidate_steps(ctx.models, question, sides, count, settings):  # yields before each generation
-            while (why := waiting_for(ctx.models)) is not None:
+            while (why := ctx.models.waiting()) is not None:
                 yield {screen.note: f"{why[:1].upper()}{why[1:]}…"}
                 time.sleep(0.5)
             if step.candidates:
