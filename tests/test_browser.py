@@ -1,91 +1,26 @@
 """The real app in headless Chromium: chat with the default model, run a prompt experiment, export it."""
 
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from browser import MARKS, app_page, pick, serve_app
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)"),
-]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_served(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the app exited with code {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"{url} was not served within {timeout} s")
+pytestmark = MARKS
 
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    port, workspace = free_port(), tmp_path_factory.mktemp("browser-workspace")
-    url = f"http://127.0.0.1:{port}/"
-    with open(workspace / "app.log", "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ui", "--port", str(port), "--workspace", str(workspace)],
-            cwd=Path(__file__).resolve().parent.parent,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "LAB_WORKSPACE": str(workspace)},
-        )
-        try:
-            wait_until_served(url, process)
-            yield url
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield instance
-        instance.close()
+    with serve_app(tmp_path_factory.mktemp("browser-workspace")) as url:
+        yield url
 
 
 @pytest.fixture
 def page(browser, app_url):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(app_url)
-    page.locator("#status-bar").get_by_text("Loaded smollm2").wait_for(timeout=180_000)
-    yield page
-    page.close()
+    with app_page(browser, app_url) as page:
+        yield page
 
 
 def test_chat_streams_a_reply(page):
@@ -104,11 +39,6 @@ def test_chat_streams_a_reply(page):
         time.sleep(0.05)
     assert len(seen) >= 3, f"expected the reply to grow token by token, saw {seen}"
     assert max(seen, key=len) == seen[-1], "the reply only grows while it streams"
-
-
-def pick(page, dropdown_id: str, option: str) -> None:
-    page.locator(f"#{dropdown_id} input").click()
-    page.get_by_role("option", name=option).click()
 
 
 def test_run_a_starter_experiment_and_export_it(page, tmp_path):

@@ -2,43 +2,15 @@
 
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from browser import MARKS, app_page, pick, serve_app
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 SHOTS = Path(os.environ.get("LAB_SCREENSHOTS", "/tmp"))
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)"),
-]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_served(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the app exited with code {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"{url} was not served within {timeout} s")
+pytestmark = MARKS
 
 
 @pytest.fixture(scope="module")
@@ -48,42 +20,14 @@ def workspace(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def app_url(workspace):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    with open(workspace / "app.log", "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ui", "--port", str(port), "--workspace", str(workspace)],
-            cwd=Path(__file__).resolve().parent.parent,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "LAB_WORKSPACE": str(workspace)},
-        )
-        try:
-            wait_until_served(url, process)
-            yield url
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield instance
-        instance.close()
+    with serve_app(workspace) as url:
+        yield url
 
 
 @pytest.fixture
 def page(browser, app_url):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(app_url)
-    page.locator("#status-bar").get_by_text("Loaded smollm2").wait_for(timeout=180_000)
-    page.get_by_role("tab", name="Demonstrations").click()
-    yield page
-    page.close()
+    with app_page(browser, app_url, tab="Demonstrations") as page:
+        yield page
 
 
 def test_the_author_name_is_restored_after_a_reload(page):
@@ -101,11 +45,6 @@ def test_the_author_name_is_restored_after_a_reload(page):
     )
     page.screenshot(path=str(SHOTS / "demonstrations-author.png"), full_page=True)
     assert author.input_value() == "ann"
-
-
-def pick(page, dropdown_id: str, option: str) -> None:
-    page.locator(f"#{dropdown_id} input").click()
-    page.get_by_role("option", name=option, exact=True).click()
 
 
 def pending(workspace: Path) -> list[int]:

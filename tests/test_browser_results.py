@@ -6,21 +6,16 @@ need no generation and no loaded model.
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from test_browser import CHROMIUM, CHROMIUM_FLAGS, free_port, wait_until_served  # the app's own browser test
+from browser import MARKS, app_page, pick, serve_app
 
 WIDTH = 1400
 SHOTS = Path(os.environ.get("LAB_SCREENSHOTS", "/tmp/lab-screenshots"))  # kept, to look at the screens
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install chromium)"),
-]
+pytestmark = MARKS
 
 
 def fill_workspace(workspace: Path) -> None:
@@ -44,49 +39,17 @@ def fill_workspace(workspace: Path) -> None:
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    port, workspace = free_port(), tmp_path_factory.mktemp("browser-workspace")
+    workspace = tmp_path_factory.mktemp("browser-workspace")
     fill_workspace(workspace)
-    url = f"http://127.0.0.1:{port}/"
-    with open(workspace / "app.log", "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ui", "--port", str(port), "--workspace", str(workspace)],
-            cwd=Path(__file__).resolve().parent.parent,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "LAB_WORKSPACE": str(workspace)},
-        )
-        try:
-            wait_until_served(url, process)
-            yield url
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield instance
-        instance.close()
+    with serve_app(workspace) as url:
+        yield url
 
 
 @pytest.fixture
 def page(browser, app_url):
-    context = browser.new_context(viewport={"width": WIDTH, "height": 1000}, accept_downloads=True)
-    page = context.new_page()
-    page.goto(app_url)
-    page.locator("#status-bar").wait_for(timeout=60_000)
     SHOTS.mkdir(parents=True, exist_ok=True)
-    yield page
-    context.close()
-
-
-def pick(page, dropdown_id: str, option: str) -> None:
-    page.locator(f"#{dropdown_id} input").click()
-    page.get_by_role("option", name=option).click()
+    with app_page(browser, app_url, model_loaded=False) as page:
+        yield page
 
 
 def test_the_second_variant_of_the_truthfulness_grid_is_on_screen_beside_the_first(page):
