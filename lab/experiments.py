@@ -16,11 +16,13 @@ from statistics import mean
 
 import pandas as pd
 
+from lab import limits
 from lab.generate import GenerationSettings, generate
 from lab.models import ModelManager
 from lab.presets import ExperimentPreset, Variant, load_question_set
 from lab.refs import BASE_VIEW, ModelRef
 from lab.store import Experiment, Result, Store
+from lab.store.rows import check_name
 
 RATING_MARK = {1: "· good", -1: "· bad", None: ""}
 SUMMARY_COLUMNS = ["variant", "model", "answered", "good", "bad", "mean_seconds", "mean_tokens"]
@@ -33,9 +35,16 @@ def new_experiment(
     """Validate the pieces of an experiment; raises ValueError naming what is wrong."""
     if not name.strip():
         raise ValueError("Give the experiment a name.")
+    check_name(name.strip(), "The experiment's name")
     questions = [q.strip() for q in questions if q.strip()]
     if not questions:
         raise ValueError("Add at least one question (one per line).")
+    if len(questions) > limits.QUESTIONS or max(map(len, questions)) > limits.MESSAGE_CHARS:
+        raise ValueError(
+            f"An experiment takes up to {limits.QUESTIONS:,} questions of up to {limits.MESSAGE_CHARS:,} characters."
+        )
+    if len(variants) > limits.VARIANTS:
+        raise ValueError(f"An experiment takes up to {limits.VARIANTS} prompt variants.")
     checked = [_checked_variant(v) for v in variants]
     if not checked:
         raise ValueError("Add at least one prompt variant.")

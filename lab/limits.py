@@ -16,3 +16,5 @@ DECOMPRESSED_MB = 200  # what a compressed (Parquet) file may expand to
 IMPORT_ROWS = 100_000  # rows per import
 NAME_CHARS = 200  # names of people, experiments and runs
 CONVERSATION_CHARS = 100_000  # all turns of one demonstration or compared prompt together
+QUESTIONS = 1_000  # questions in one prompt experiment
+VARIANTS = 16  # prompt variants in one experiment

@@ -13,6 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lab import limits
 from lab.refs import DEVICES, PRECISIONS
 from lab.store import CATEGORIES, Prompt
 
@@ -59,9 +60,9 @@ class ModelPreset(_Strict):
 class Variant(_Strict):
     """One way of asking: an optional system prompt and a user template around {question}."""
 
-    name: str = Field(min_length=1)
-    system: str = ""
-    template: str = "{question}"
+    name: str = Field(min_length=1, max_length=limits.NAME_CHARS)
+    system: str = Field("", max_length=limits.SYSTEM_PROMPT_CHARS)
+    template: str = Field("{question}", max_length=limits.MESSAGE_CHARS)
 
     @field_validator("template")
     @classmethod

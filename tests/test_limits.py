@@ -91,3 +91,21 @@ def test_a_parquet_file_that_unpacks_past_the_limit_is_refused_before_it_is_unpa
     verdict, grown_mb, message = out.stdout.split(" ", 2)
     assert verdict == "refused" and "unpacks to more than" in message
     assert int(grown_mb) < limits.DECOMPRESSED_MB
+
+
+def test_an_experiment_is_bounded_in_name_questions_and_prompts():
+    from lab.experiments import new_experiment
+
+    variant = {"name": "plain", "system": "", "template": "{question}"}
+    settings = {"temperature": 0.0, "top_p": 1.0, "max_new_tokens": 8, "seed": 0}
+    at_limit = new_experiment("n" * limits.NAME_CHARS, [variant], ["q"] * limits.QUESTIONS, settings)
+    assert len(at_limit.questions) == limits.QUESTIONS
+    for name, questions, variants, says in [
+        ("n" * (limits.NAME_CHARS + 1), ["q"], [variant], "name"),
+        ("n", ["q"] * (limits.QUESTIONS + 1), [variant], "questions"),
+        ("n", ["q" * (limits.MESSAGE_CHARS + 1)], [variant], "characters"),
+        ("n", ["q"], [{**variant, "system": "s" * (limits.SYSTEM_PROMPT_CHARS + 1)}], "system"),
+        ("n", ["q"], [{**variant, "name": f"v{i}"} for i in range(limits.VARIANTS + 1)], "variants"),
+    ]:
+        with pytest.raises(ValueError, match=says):
+            new_experiment(name, variants, questions, settings)
