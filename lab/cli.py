@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
+from lab.formats.detect import FORMATS
 from lab.generate import GenerationSettings, PromptTooLongError, build_messages, stream_chat
 from lab.models import ModelError, ModelManager, list_models
 from lab.refs import BASE_VIEW, DEFAULT_MODEL, DEVICES, PRECISIONS
@@ -97,10 +98,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    """Import demonstrations or preferences (JSONL, JSON, CSV or Parquet; the format is detected); all or nothing."""
+    """Import a dataset file (JSONL, JSON, CSV or Parquet) where its shape says: demonstrations, preference pairs or
+    unpaired ratings. The shape is detected (--format forces one); all or nothing."""
     from lab import Lab
 
-    print(Lab(args.workspace).import_file(args.file).summary())
+    print(Lab(args.workspace).import_file(args.file, args.format, args.good_as_demonstrations).summary())
     return 0
 
 
@@ -115,7 +117,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         count = export_demonstrations(store, args.out, args.origin or None)
     else:
         count = export_preferences(store, args.out, tuple(args.exclude or ()), negatives=args.negatives)
-    print(f"Exported {count} {'rows' if args.negatives else args.what} to {args.out}")
+    print(f"Exported {count} {'unpaired rows' if args.negatives else args.what} to {args.out}")
     return 0
 
 
@@ -182,6 +184,12 @@ def _parser() -> argparse.ArgumentParser:
 
     imp = sub.add_parser("import", help=cmd_import.__doc__, description=cmd_import.__doc__, parents=[workspace])
     imp.add_argument("file")
+    imp.add_argument("--format", choices=FORMATS, default=None, help="read the file as this shape (default: detected)")
+    imp.add_argument(
+        "--good-as-demonstrations",
+        action="store_true",
+        help="for completions labelled good or bad: import only the good ones, as demonstrations",
+    )
     imp.set_defaults(func=cmd_import)
 
     exp = sub.add_parser("export", help=cmd_export.__doc__, description=cmd_export.__doc__, parents=[workspace])
@@ -189,7 +197,13 @@ def _parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", required=True, help="the JSONL file to write")
     exp.add_argument("--origin", action="append", help="demonstrations: only these origins (human, teacher, ...)")
     exp.add_argument("--exclude", action="append", metavar="ANNOTATOR", help="preferences: leave out this annotator")
-    exp.add_argument("--negatives", action="store_true", help="preferences: export the both-bad answers instead")
+    exp.add_argument(
+        "--unpaired",
+        "--negatives",
+        dest="negatives",
+        action="store_true",
+        help="preferences: export the unpaired ratings and both-bad answers (TRL's unpaired format, for KTO) instead",
+    )
     exp.set_defaults(func=cmd_export)
     return parser
 

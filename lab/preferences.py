@@ -2,8 +2,8 @@
 
 A K-way ranking exports as every ordered pair (better, worse): K·(K−1)/2 pairs
 when there are no ties; tied candidates give no pair. "Both bad" votes give no
-pair either, but can be exported as unpaired negatives (TRL's unpaired
-`prompt`/`completion`/`label` format, as KTO uses).
+pair either, but are exported as unpaired negatives, with the imported unpaired
+ratings (TRL's unpaired `prompt`/`completion`/`label` format, as KTO takes it).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from itertools import combinations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lab.data import DataFileError, read_records, write_jsonl
+from lab.formats import DataFileError, write_jsonl
+from lab.formats.importing import PreferenceImport, import_preferences, preview_preferences
+from lab.formats.unpaired import unpaired_rows
 from lab.store import Comparison, Store
 
 if TYPE_CHECKING:
@@ -24,7 +26,6 @@ if TYPE_CHECKING:
     from lab.models import ModelManager
     from lab.presets import ScenarioPreset
 
-PREFERENCE_FORMATS = ("preference", "implicit-prompt", "scored")
 TYPED_QUEUE = "(type your own below)"  # no queue: the voter types each prompt
 POOL_QUEUE = "workspace prompt pool"  # every prompt in the workspace; any other queue name is a scenario
 # What each way of making candidates feeds: only answers from different models meet in the leaderboard.
@@ -65,7 +66,7 @@ def preference_rows(comparisons: list[Comparison]) -> list[dict]:
 
 
 def negative_rows(comparisons: list[Comparison]) -> list[dict]:
-    """Answers judged "both bad", as TRL unpaired rows with label False."""
+    """Answers judged "both bad", as TRL conversational unpaired rows with label False."""
     return [
         {"prompt": c.prompt, "completion": _turn(candidate["text"]), "label": False}
         for c in comparisons
@@ -74,122 +75,37 @@ def negative_rows(comparisons: list[Comparison]) -> list[dict]:
     ]
 
 
+def unpaired_export_rows(store: Store, exclude_annotators: tuple[str, ...] = ()) -> list[dict]:
+    """TRL's unpaired rows for KTO: the imported good and bad ratings, then the answers voted "both bad"."""
+    return unpaired_rows(store.list_unpaired()) + negative_rows(store.list_comparisons(exclude_annotators))
+
+
 def export_preferences(
     store: Store, path: str | Path, exclude_annotators: tuple[str, ...] = (), negatives: bool = False
 ) -> int:
-    """Write the preference pairs (or, with negatives=True, the both-bad answers) as JSONL; returns the count.
+    """Write the preference pairs (or, with negatives=True, the unpaired rows: ratings and both-bad answers) as
+    JSONL; returns the count.
 
     Written beside the target and moved into place, so a failure never leaves half a file.
     """
     path = Path(path)
-    comparisons = store.list_comparisons(exclude_annotators)
-    rows = negative_rows(comparisons) if negatives else preference_rows(comparisons)
+    if negatives:
+        rows = unpaired_export_rows(store, exclude_annotators)
+    else:
+        rows = preference_rows(store.list_comparisons(exclude_annotators))
     if not rows:
-        raise DataFileError("No votes that make preference pairs yet." if not negatives else "No both-bad votes yet.")
+        raise DataFileError(
+            "No votes that make preference pairs yet."
+            if not negatives
+            else "No both-bad votes yet (and no unpaired ratings)."
+        )
     write_jsonl(path, rows)
     return len(rows)
 
 
-# import
+# import: every preference shape is read in lab.formats (pairs, rankings, unpaired ratings); re-exported here
 
-
-def _as_prompt(value, place: str) -> list[dict]:
-    if isinstance(value, str) and value.strip():
-        return [{"role": "user", "content": value}]
-    if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
-        return [{"role": m.get("role"), "content": m.get("content")} for m in value]
-    raise DataFileError(f"{place}: the prompt must be text or a list of messages.")
-
-
-def _as_answer(value, place: str, column: str) -> str:
-    if isinstance(value, list) and value and isinstance(value[-1], dict):
-        value = value[-1].get("content")
-    if not isinstance(value, str) or not value.strip():
-        raise DataFileError(f"{place}: '{column}' is empty.")
-    return value
-
-
-def _split_shared_prefix(chosen: list, rejected: list, place: str) -> tuple[list[dict], str, str]:
-    """Full transcripts that share everything but their last assistant turn → (prompt, chosen, rejected)."""
-    if not (isinstance(chosen, list) and isinstance(rejected, list)) or len(chosen) < 2:
-        raise DataFileError(f"{place}: chosen and rejected must be conversations (lists of messages).")
-    if chosen[:-1] != rejected[:-1]:
-        raise DataFileError(f"{place}: chosen and rejected do not share the same conversation before the answer.")
-    return _as_prompt(chosen[:-1], place), _as_answer(chosen, place, "chosen"), _as_answer(rejected, place, "rejected")
-
-
-def detect_preference_format(records: list[dict]) -> str:
-    keys = set(records[0])
-    if {"prompt", "chosen", "rejected"} <= keys:
-        return "preference"
-    if {"chosen", "rejected"} <= keys:
-        return "implicit-prompt"
-    if "prompt" in keys and "responses" in keys:
-        return "scored"
-    raise DataFileError(
-        f"Unknown preference format: found columns {', '.join(sorted(keys))}; expected prompt/chosen/rejected, "
-        "chosen/rejected transcripts, or prompt with responses (each with text and score)."
-    )
-
-
-def _comparison(record: dict, form: str, place: str, source: str) -> Comparison:
-    if form == "preference":
-        prompt = _as_prompt(record["prompt"], place)
-        texts, ranks = [_as_answer(record[c], place, c) for c in ("chosen", "rejected")], [1, 2]
-    elif form == "implicit-prompt":
-        prompt, chosen, rejected = _split_shared_prefix(record["chosen"], record["rejected"], place)
-        texts, ranks = [chosen, rejected], [1, 2]
-    else:
-        prompt = _as_prompt(record["prompt"], place)
-        responses = record["responses"]
-        if not isinstance(responses, list) or len(responses) < 2:
-            raise DataFileError(f"{place}: 'responses' must list at least two answers with scores.")
-        try:
-            texts = [_as_answer(r["text"], place, "text") for r in responses]
-            scores = [float(r["score"]) for r in responses]
-        except (KeyError, TypeError, ValueError) as err:
-            raise DataFileError(f"{place}: each response needs a text and a numeric score.") from err
-        ranks = [1 + sum(other > score for other in scores) for score in scores]  # higher score, better rank
-    verdict = "tie" if len(set(ranks)) == 1 else "ranked"
-    candidates = [{"text": t, "model": "imported", "settings": {}} for t in texts]
-    comparison = Comparison(
-        prompt, candidates, list(range(len(texts))), ranks, verdict, str(record.get("annotator", "")), source=source
-    )
-    try:
-        comparison.check()
-    except ValueError as err:
-        raise DataFileError(f"{place}: {err}.") from err
-    return comparison
-
-
-@dataclass
-class PreferenceImport:
-    path: Path
-    format: str
-    comparisons: list[Comparison]
-    ids: list[int] = field(default_factory=list)
-
-    def summary(self) -> str:
-        pairs = len(preference_rows(self.comparisons))
-        done = f"Imported {len(self.ids)}" if self.ids else f"{len(self.comparisons)}"
-        return f"{done} comparisons ({pairs} preference pairs) in '{self.format}' format from '{self.path.name}'."
-
-
-def preview_preferences(path: str | Path) -> PreferenceImport:
-    """Read and check the whole file; writes nothing."""
-    path = Path(path)
-    records = read_records(path)
-    form = detect_preference_format(records)
-    source = f"import:{path.name}"
-    rows = zip(records, records.places, strict=True)
-    return PreferenceImport(path, form, [_comparison(record, form, place, source) for record, place in rows])
-
-
-def import_preferences(store: Store, path: str | Path) -> PreferenceImport:
-    """All or nothing: check every row, then insert them in one transaction."""
-    result = preview_preferences(path)
-    result.ids = store.add_comparisons(result.comparisons)
-    return result
+__all__ = ["PreferenceImport", "import_preferences", "preview_preferences"]
 
 
 # collecting votes

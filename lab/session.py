@@ -5,7 +5,7 @@
     lab = Lab("workspace")                      # the SQLite workspace and its runs folder
     lab.load()                                  # the embedded default model (or a folder, a hub id)
     print(lab.generate("Why is the sky blue?", max_new_tokens=32))
-    lab.import_file("demos.jsonl")              # demonstrations or preferences, detected, all or nothing
+    lab.import_file("demos.jsonl")              # demonstrations, preferences or ratings, detected; all or nothing
     run = lab.train("sft", max_steps=20)        # a child process on the job engine
     run.wait()
     run.metrics                                 # a pandas DataFrame, one row per logged step
@@ -195,14 +195,16 @@ class Lab:
 
     # data
 
-    def import_file(self, path: str | Path):
-        """Import demonstrations or preferences (the format is detected); all or nothing. Returns a report."""
-        from lab.data import import_demonstrations, read_records
-        from lab.preferences import import_preferences
+    def import_file(self, path: str | Path, form: str | None = None, good_as_demonstrations: bool = False):
+        """Import a file where its shape says (demonstrations, comparisons or unpaired ratings); all or nothing.
 
-        columns = set(read_records(path)[0])
-        preferences = {"chosen", "rejected"} <= columns or {"prompt", "responses"} <= columns
-        return import_preferences(self.store, path) if preferences else import_demonstrations(self.store, path)
+        `form` forces a shape (lab.formats.FORMATS), else it is detected. Completions labelled good or bad
+        become unpaired ratings, never demonstrations, unless `good_as_demonstrations` takes the good ones as
+        demonstrations. Returns a report whose summary() says what was recognised and imported.
+        """
+        from lab.formats import import_file
+
+        return import_file(self.store, path, form, good_as_demonstrations)
 
     def demonstrations(self, status: str | None = "accepted", origins: list[str] | None = None) -> list:
         """The workspace's demonstrations (lab.store.Demonstration), newest first."""

@@ -78,7 +78,7 @@ FORMAT_ROWS = {
         ],
         [conversation("Hi", "Hello!", system="Be kind."), MULTI_TURN],
     ),
-    "instruction": (
+    "alpaca": (
         [
             {"instruction": "Summarize.", "input": "A long text.", "output": "Short.", "category": "summarization"},
             {"instruction": "Say hi.", "input": "", "output": "Hi!", "system": "Be warm.", "tags": "a, b"},
@@ -127,7 +127,7 @@ def test_optional_columns_are_carried_over():
 
 
 def test_instruction_rows_carry_category_and_comma_separated_tags(tmp_path):
-    path = write(tmp_path / "data.csv", FORMAT_ROWS["instruction"][0])
+    path = write(tmp_path / "data.csv", FORMAT_ROWS["alpaca"][0])
     first, second = to_demonstrations(read_records(path), "test")
     assert (first.category, first.tags) == ("summarization", [])
     assert (second.category, second.tags) == ("other", ["a", "b"])
@@ -195,7 +195,7 @@ def test_failed_export_leaves_the_old_file_and_no_temp_file(store, tmp_path, mon
     def broken_replace(*_):
         raise OSError("disk full")
 
-    monkeypatch.setattr("lab.data.os.replace", broken_replace)
+    monkeypatch.setattr("lab.formats.read.os.replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         export_demonstrations(store, path)
     assert path.read_text() == "old\n"
@@ -239,12 +239,17 @@ def test_duplicates_within_the_file_and_against_the_store_are_skipped_and_counte
 
     preview = preview_import(store, path)
     assert (len(preview.demonstrations), preview.duplicates) == (2, 2)
-    assert preview.summary() == "2 new demonstrations in 'messages' format (2 duplicates will be skipped)."
+    assert preview.summary() == (
+        "chat messages (TRL conversational / OpenAI fine-tuning), 4 rows: 2 new demonstrations"
+        " (2 duplicates will be skipped)."
+    )
     assert count(store) == 1  # a preview writes nothing
 
     report = import_demonstrations(store, path)
     assert (report.imported, report.duplicates) == (2, 2)
-    assert report.summary() == "Imported 2 demonstrations from 'dups.jsonl' (2 duplicates skipped)."
+    assert report.summary().startswith(
+        "Imported 2 demonstrations from 'dups.jsonl' (2 duplicates skipped). Recognised: "
+    )
     assert count(store) == 3
 
     again = import_demonstrations(store, path)
@@ -294,7 +299,7 @@ def bad_messages(messages: list[dict], **extra) -> str:
         ),
         (
             bad_messages([{"role": "user", "content": "a"}, {"role": "bot", "content": "b"}]),
-            r"^line 3: message 2 has role 'bot' \(use system, user or assistant\)\.$",
+            r"^line 3: message 2 in 'messages' has role 'bot' \(the lab keeps system, user and assistant turns\)\.$",
         ),
         (
             bad_messages(
@@ -312,7 +317,7 @@ def bad_messages(messages: list[dict], **extra) -> str:
         ),
         (
             bad_messages([{"role": "user", "text": "a"}]),
-            r"^line 3: message 1 must have exactly a role and a content\.$",
+            r"^line 3: message 1 in 'messages' has 'text'; a message has a role and a content \(or from and value\)\.$",
         ),
         (bad_messages(["hello"]), r"^line 3: message 1 in 'messages' must be an object"),
     ],
@@ -391,7 +396,8 @@ def test_csv_messages_cell_that_is_not_json(store, tmp_path):
 def test_unknown_format_names_the_columns_found_and_expected(store, tmp_path):
     path = write(tmp_path / "odd.jsonl", [{"question": "a", "answer": "b"}])
     with pytest.raises(
-        DataFileError, match=r"the columns are 'question', 'answer'; expected 'messages', or 'instruction'"
+        DataFileError,
+        match=r"the columns are 'question', 'answer'\. The lab imports these shapes: unpaired \(.*sharegpt",
     ):
         import_demonstrations(store, path)
     assert count(store) == 1
@@ -434,7 +440,7 @@ def test_empty_parquet_file(store, tmp_path):
 def test_json_that_is_not_a_list_or_not_json(store, tmp_path):
     path = tmp_path / "obj.json"
     path.write_text(json.dumps({"data": [json.loads(GOOD)]}, indent=2))
-    with pytest.raises(DataFileError, match=r"^'obj\.json' must hold a list of objects at the top level"):
+    with pytest.raises(DataFileError, match=r"^Unknown format: the columns are 'data'\."):
         import_demonstrations(store, path)
     path.write_text('[\n  {"messages": []},\n  oops\n]')
     with pytest.raises(

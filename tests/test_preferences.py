@@ -217,7 +217,7 @@ def test_the_usual_preference_shapes_import(store, tmp_path, rows, expected):
             [{"prompt": "q", "responses": [{"text": "a", "score": "high"}, {"text": "b", "score": 1}]}],
             "line 1: each response needs a text and a numeric score",
         ),
-        ([{"question": "q", "answer": "a"}], "Unknown preference format"),
+        ([{"question": "q", "answer": "a"}], "Unknown format"),
     ],
 )
 def test_a_bad_preference_file_names_the_problem_and_imports_nothing(store, tmp_path, rows, message):

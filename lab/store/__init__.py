@@ -6,6 +6,7 @@ Every name other code imports from `lab.store` is re-exported here.
 from lab.store.rows import (
     CATEGORIES,
     JSON_COLUMNS,
+    LABELS,
     ORIGINS,
     RUN_STATES,
     STATUSES,
@@ -17,6 +18,7 @@ from lab.store.rows import (
     Prompt,
     Result,
     Run,
+    UnpairedRating,
     check_messages,
     fingerprint,
     now,
@@ -28,6 +30,7 @@ from lab.store.workspace import Store
 __all__ = [
     "CATEGORIES",
     "JSON_COLUMNS",
+    "LABELS",
     "MIGRATIONS",
     "ORIGINS",
     "RUN_STATES",
@@ -41,6 +44,7 @@ __all__ = [
     "Result",
     "Run",
     "Store",
+    "UnpairedRating",
     "check_messages",
     "fingerprint",
     "now",

@@ -1,4 +1,5 @@
-"""What people judge and write: demonstrations (ideal responses) and comparisons (preference votes)."""
+"""What people judge and write: demonstrations (ideal responses), comparisons (preference votes) and unpaired
+ratings (one completion labelled good or bad)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from lab.store.rows import (
     STATUSES,
     Comparison,
     Demonstration,
+    UnpairedRating,
     check_all,
     demonstration_fields,
     fingerprint,
@@ -175,3 +177,38 @@ class AnnotationTables(Database):
             query, args = query + " AND source = ?", [*args, source]
         with self._read() as db:
             return [from_row(Comparison, r) for r in db.execute(query + " ORDER BY id", args)]
+
+    # unpaired ratings
+
+    def add_unpaired(self, ratings: list[UnpairedRating]) -> list[int]:
+        """Insert all (an import) in one transaction, or none if any is invalid."""
+        check_all(ratings, "rating")
+        stamp = now()
+        with self._write() as db:
+            for r in ratings:
+                r.created_at = stamp
+                r.id = db.execute(
+                    "INSERT INTO unpaired_ratings (prompt, completion, label, source, created_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (json.dumps(r.prompt), r.completion, r.label, r.source, stamp),
+                ).lastrowid
+        return [r.id for r in ratings]
+
+    def list_unpaired(self, label: str | None = None) -> list[UnpairedRating]:
+        """Live unpaired ratings, oldest first: only the good or only the bad ones when `label` says so."""
+        query, args = "SELECT * FROM unpaired_ratings WHERE deleted_at IS NULL", []
+        if label:
+            query, args = query + " AND label = ?", [label]
+        with self._read() as db:
+            return [from_row(UnpairedRating, r) for r in db.execute(query + " ORDER BY id", args)]
+
+    def delete_unpaired(self, ids: list[int]) -> int:
+        """Move these ratings to the bin (an import undone); returns how many were live."""
+        stamp = now()
+        with self._write() as db:
+            return sum(
+                db.execute(
+                    "UPDATE unpaired_ratings SET deleted_at=? WHERE id=? AND deleted_at IS NULL", (stamp, i)
+                ).rowcount
+                for i in dict.fromkeys(ids)
+            )

@@ -258,6 +258,32 @@ class Comparison:
             raise ValueError(f"a '{self.verdict}' vote has no ranks")
 
 
+LABELS = ("good", "bad")
+
+
+@dataclass
+class UnpairedRating:
+    """One completion to a prompt, labelled good or bad on its own (TRL's unpaired preference, as KTO takes it).
+
+    Not a demonstration: a completion labelled bad must never become a target to imitate.
+    """
+
+    prompt: list[dict]  # the conversation before the completion, ending with a user turn
+    completion: str
+    label: str  # "good" or "bad"
+    source: str = "typed"
+    id: int | None = None
+    created_at: str = ""
+
+    def check(self) -> None:
+        """Raise ValueError naming the problem with this rating."""
+        if self.label not in LABELS:
+            raise ValueError(f"unknown label '{self.label}' (use good or bad)")
+        if not isinstance(self.prompt, list) or not self.prompt or self.prompt[-1].get("role") != "user":
+            raise ValueError("the prompt must end with a user turn")
+        check_messages([*self.prompt, {"role": "assistant", "content": self.completion}])
+
+
 JSON_COLUMNS = {
     "variants",
     "questions",
@@ -285,7 +311,7 @@ def from_row(cls: type, r: sqlite3.Row):
     )
 
 
-def check_all(rows: list[Demonstration] | list[Comparison], kind: str) -> None:
+def check_all(rows: list[Demonstration] | list[Comparison] | list[UnpairedRating], kind: str) -> None:
     """Check every row before a batch insert, naming the first bad one ("comparison 3: ...")."""
     for number, row in enumerate(rows, start=1):
         try:

@@ -133,6 +133,19 @@ MIGRATIONS: list[str] = [
     ALTER TABLE experiment_results_new RENAME TO experiment_results;
     ALTER TABLE runs ADD COLUMN provenance TEXT NOT NULL DEFAULT '{}';
     """,
+    # 5: unpaired ratings (one completion labelled good or bad, as KTO trains on), never demonstrations
+    """
+    CREATE TABLE unpaired_ratings (
+        id INTEGER PRIMARY KEY,
+        prompt TEXT NOT NULL,
+        completion TEXT NOT NULL,
+        label TEXT NOT NULL CHECK (label IN ('good', 'bad')),
+        source TEXT NOT NULL DEFAULT 'typed',
+        created_at TEXT NOT NULL,
+        deleted_at TEXT
+    );
+    CREATE INDEX unpaired_ratings_label ON unpaired_ratings (label, id);
+    """,
 ]
 
 
