@@ -28,8 +28,9 @@ def trl_unpaired_row(row: dict, notes: Counter) -> Unpaired:
 
 def kto_row(row: dict, notes: Counter) -> Unpaired:
     """LLaMA-Factory's KTO: a conversation (`messages` or `conversations`) whose last answer `kto_tag` labels."""
-    column = "messages" if "messages" in row else "conversations"
-    tag = "kto_tag" if "kto_tag" in row else "label"
+    # by value, not by key: Parquet gives every row every column, None where a row had no such key
+    column = "messages" if row.get("messages") is not None else "conversations"
+    tag = "kto_tag" if row.get("kto_tag") is not None else "label"
     good = label(row.get(tag), tag)
     messages = turns(row.get(column), column)
     if len(messages) < 2 or messages[-1]["role"] != "assistant":
