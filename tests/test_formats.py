@@ -401,3 +401,29 @@ def test_plain_trl_trains_on_each_export(tmp_path, tiny_model_dir, kind, trainer
     losses = _train(trainer, tiny_model_dir, tmp_path, data)
     assert len(losses) == 2 and all(loss == loss for loss in losses)  # two steps, no NaN
     shutil.rmtree(tmp_path / "out", ignore_errors=True)
+
+
+def test_the_demonstrations_tab_offers_only_the_good_completions_and_the_arena_imports_ratings(tmp_path):
+    from lab import Lab
+    from ui import arena, demonstrations
+
+    ctx = Lab(tmp_path / "ws")
+    names = demonstrations.DemonstrationsView.__dataclass_fields__
+    view = demonstrations.DemonstrationsView(**{name: object() for name in names})
+    shown = demonstrations.preview(ctx, view, str(FIXTURES / "trl_unpaired.jsonl"))
+    assert "Not demonstrations" in shown[view.preview_text] and shown[view.do_import]["interactive"] is False
+    assert shown[view.import_good]["value"] == "Import the 2 good completions as demonstrations"
+    done = demonstrations.import_file(ctx, view, str(FIXTURES / "trl_unpaired.jsonl"), good_only=True)
+    assert done[view.preview_text].startswith("Imported 2 demonstrations") and counts(ctx.store) == (2, 0, 0)
+    assert (
+        "ShareGPT conversations, 2 rows"
+        in demonstrations.preview(ctx, view, str(FIXTURES / "sharegpt.json"))[view.preview_text]
+    )
+
+    names = [f for f in arena.ArenaView.__dataclass_fields__ if f != "downloads"]
+    board = arena.ArenaView(**{name: object() for name in names}, downloads={False: object(), True: object()})
+    said = arena.preview_file(board, str(FIXTURES / "llamafactory_kto.json"))[board.preview]
+    assert "3 unpaired ratings (2 good, 1 bad)" in said and "LLaMA-Factory KTO" in said
+    arena.import_file(ctx, board, str(FIXTURES / "llamafactory_kto.json"), [])
+    assert counts(ctx.store) == (2, 0, 3)
+    assert "unpaired export holds 3 rows (2 good, 1 bad)" in arena._export_note(ctx, ())

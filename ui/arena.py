@@ -13,10 +13,16 @@ import plotly.graph_objects as go
 from lab import Lab
 from lab.arena import ANNOTATOR_COLUMNS, LEADERBOARD_COLUMNS, arena_report, counted_votes
 from lab.data import DataFileError
-from lab.preferences import export_preferences, import_preferences, preference_rows, preview_preferences
+from lab.preferences import (
+    export_preferences,
+    import_preferences,
+    preference_rows,
+    preview_preferences,
+    unpaired_export_rows,
+)
 from ui.downloads import DOWNLOAD_JS, session_folder
 
-EXPORTS = {False: "preferences.jsonl", True: "negatives.jsonl"}  # both-bad answers instead of pairs → file name
+EXPORTS = {False: "preferences.jsonl", True: "unpaired.jsonl"}  # unpaired rows (KTO) instead of pairs → file name
 
 
 @dataclass
@@ -82,19 +88,19 @@ def build_arena(ctx: Lab, tab: gr.Tab) -> None:
         )
         exports = {
             False: gr.Button("Export preference pairs (TRL JSONL)", variant="primary", elem_id="export-preferences"),
-            True: gr.Button("Export both-bad answers (unpaired negatives)"),
+            True: gr.Button("Export unpaired ratings and both-bad answers (KTO)", elem_id="export-unpaired"),
         }
     export_note = gr.Markdown(elem_id="export-note")
     with gr.Row():
         # Each holds the file its Export wrote; shown too, in case the browser blocks the automatic download.
         downloads = {
             False: gr.DownloadButton("Download preferences.jsonl", visible=False),
-            True: gr.DownloadButton("Download negatives.jsonl", visible=False),
+            True: gr.DownloadButton("Download unpaired.jsonl", visible=False),
         }
     with gr.Row():
         upload = gr.File(
-            label="Import preferences: prompt/chosen/rejected, chosen/rejected transcripts, "
-            "or prompt with scored responses",
+            label="Import preferences: TRL pairs (explicit or implicit prompt), HH-RLHF, UltraFeedback, "
+            "LLaMA-Factory preference or KTO, TRL unpaired (prompt/completion/label), scored responses",
             file_types=[".jsonl", ".json", ".csv", ".parquet"],
         )
         with gr.Column():
@@ -182,7 +188,12 @@ def _export_note(ctx: Lab, excluded: tuple[str, ...]) -> str:
     kept = ctx.store.list_comparisons(excluded)
     left_out = f" (leaving out {', '.join(excluded)})" if excluded else ""
     votes = len(counted_votes(kept))  # counted as the summary counts them: skips are not votes
-    return f"The export holds {len(preference_rows(kept))} preference pairs from {votes} votes{left_out}."
+    note = f"The export holds {len(preference_rows(kept))} preference pairs from {votes} votes{left_out}."
+    unpaired = unpaired_export_rows(ctx.store, excluded)
+    if unpaired:
+        good = sum(row["label"] for row in unpaired)
+        note += f" The unpaired export holds {len(unpaired)} rows ({good} good, {len(unpaired) - good} bad)."
+    return note
 
 
 def describe_export(ctx: Lab, view: ArenaView, excluded: list[str] | None) -> dict:

@@ -10,6 +10,7 @@ import gradio as gr
 import pandas as pd
 
 from lab import Lab, data, demonstrations
+from lab.formats import NotDemonstrationsError
 from lab.generate import GenerationSettings, stream_chat
 from lab.models import BASE_VIEW, ModelError
 from lab.presets import demonstration_sets
@@ -71,6 +72,7 @@ class DemonstrationsView:
     preview_text: gr.Markdown
     preview_table: gr.Dataframe
     do_import: gr.Button
+    import_good: gr.Button  # offered only for a file of completions labelled good or bad
 
     @property
     def editor(self) -> list:
@@ -92,7 +94,7 @@ class DemonstrationsView:
 
     @property
     def importing(self) -> list:
-        return [self.preview_text, self.preview_table, self.do_import]
+        return [self.preview_text, self.preview_table, self.do_import, self.import_good]
 
 
 def build_demonstrations(ctx: Lab, app: gr.Blocks) -> DemonstrationsView:
@@ -163,12 +165,15 @@ def build_demonstrations(ctx: Lab, app: gr.Blocks) -> DemonstrationsView:
     with gr.Accordion("Import and export", open=False):
         with gr.Row():
             upload = gr.File(
-                label="JSONL, JSON, CSV or Parquet: TRL `messages`, instruction/input/output, or prompt/completion",
+                label="JSONL, JSON, CSV or Parquet: TRL `messages` or prompt/completion, OpenAI chat, ShareGPT, "
+                "alpaca (input, system, history), Human:/Assistant: transcripts",
                 file_types=[".jsonl", ".json", ".csv", ".parquet"],
             )
             with gr.Column():
                 preview_text = gr.Markdown()
                 do_import = gr.Button("Import", variant="primary", interactive=False)
+                # Completions labelled good or bad are ratings, not demonstrations: taking the good ones is a choice.
+                import_good = gr.Button("Import the good completions as demonstrations", visible=False)
                 export = gr.Button("Export accepted as JSONL (TRL format)", elem_id="export-demonstrations")
                 # Holds the file Export wrote; shown too, in case the browser blocks the automatic download.
                 download = gr.DownloadButton("Download demonstrations.jsonl", visible=False)
@@ -201,6 +206,7 @@ def build_demonstrations(ctx: Lab, app: gr.Blocks) -> DemonstrationsView:
         preview_text=preview_text,
         preview_table=preview_table,
         do_import=do_import,
+        import_good=import_good,
     )
     filters = [search, category_filter, origin_filter, status_filter]
     refresh = partial(refresh_table, ctx, view)
@@ -239,6 +245,9 @@ def build_demonstrations(ctx: Lab, app: gr.Blocks) -> DemonstrationsView:
     refreshed(undo.click(partial(undo_delete, ctx), deleted, [bulk_message, deleted]))
     upload.change(partial(preview, ctx, view), upload, view.importing)
     do_import.click(partial(import_file, ctx, view), upload, view.importing).then(refresh, filters, view.listing)
+    import_good.click(partial(import_file, ctx, view, good_only=True), upload, view.importing).then(
+        refresh, filters, view.listing
+    )
     add_starter.click(partial(import_starter, ctx), starter, preview_text).then(refresh, filters, view.listing)
     export.click(on_export, outputs=download).success(None, download, js=DOWNLOAD_JS)
     app.load(refresh, filters, view.listing)
@@ -401,42 +410,50 @@ def undo_delete(ctx: Lab, ids: list[int]):
     return demonstrations.restore(ctx.store, ids).describe("Restored"), []
 
 
+def _no_import(view: DemonstrationsView, text: str) -> dict:
+    return {
+        view.preview_text: text,
+        view.preview_table: gr.update(visible=False),
+        view.do_import: gr.update(interactive=False),
+        view.import_good: gr.update(visible=False),
+    }
+
+
 def preview(ctx: Lab, view: DemonstrationsView, path: str | None) -> dict:
-    """Say what importing the uploaded file would add; writes nothing."""
+    """Say what the uploaded file holds and what importing it would add; writes nothing."""
     if not path:
-        return {
-            view.preview_text: "",
-            view.preview_table: gr.update(visible=False),
-            view.do_import: gr.update(interactive=False),
-        }
+        return _no_import(view, "")
     try:
         result = data.preview_import(ctx.store, path)
-    except data.DataFileError as err:
+    except NotDemonstrationsError as err:  # labelled completions: offer their good ones, with the count
         return {
-            view.preview_text: f"**Cannot import:** {err}",
-            view.preview_table: gr.update(visible=False),
-            view.do_import: gr.update(interactive=False),
+            **_no_import(view, f"**Not demonstrations:** {err}"),
+            view.import_good: gr.update(
+                value=f"Import the {err.good} good completions as demonstrations",
+                visible=True,
+                interactive=err.good > 0,
+            ),
         }
+    except data.DataFileError as err:
+        return _no_import(view, f"**Cannot import:** {err}")
     return {
         view.preview_text: f"**Preview:** {result.summary()}",
         view.preview_table: gr.update(value=result.table(), visible=True),
         view.do_import: gr.update(interactive=bool(result.demonstrations)),
+        view.import_good: gr.update(visible=False),
     }
 
 
-def import_file(ctx: Lab, view: DemonstrationsView, path: str | None) -> dict:
-    """Import every row of the uploaded file, or none of them."""
+def import_file(ctx: Lab, view: DemonstrationsView, path: str | None, good_only: bool = False) -> dict:
+    """Import every row of the uploaded file, or none of them; `good_only` takes the good completions of a file of
+    labelled ones."""
     if not path:
         raise UserError("Choose a file first.")
     try:
-        report = data.import_demonstrations(ctx.store, path)
+        report = data.import_demonstrations(ctx.store, path, good_as_demonstrations=good_only)
     except data.DataFileError as err:
         raise UserError(str(err)) from err
-    return {
-        view.preview_text: report.summary(),
-        view.preview_table: gr.update(visible=False),
-        view.do_import: gr.update(interactive=False),
-    }
+    return _no_import(view, report.summary())
 
 
 def import_starter(ctx: Lab, name: str) -> str:
