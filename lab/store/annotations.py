@@ -4,6 +4,8 @@ ratings (one completion labelled good or bad)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
 from lab.store.database import Database
 from lab.store.rows import (
@@ -129,28 +131,36 @@ class AnnotationTables(Database):
 
     def add_comparisons(self, comparisons: list[Comparison]) -> list[int]:
         """Insert all (an import) in one transaction, or none if any is invalid."""
-        check_all(comparisons, "comparison")
+        return self._insert_all(
+            comparisons,
+            "comparison",
+            "comparisons",
+            lambda c: {
+                "prompt": json.dumps(c.prompt),
+                "item": c.item,
+                "candidates": json.dumps(c.candidates),
+                "shown": json.dumps(c.shown),
+                "ranks": json.dumps(c.ranks),
+                "verdict": c.verdict,
+                "annotator": c.annotator,
+                "reason": c.reason,
+                "source": c.source,
+            },
+        )
+
+    def _insert_all(self, rows: list, kind: str, table: str, columns: Callable[[Any], dict]) -> list[int]:
+        """Check every row, then insert them all in one transaction, giving each its id and created_at."""
+        check_all(rows, kind)
         stamp = now()
         with self._write() as db:
-            for c in comparisons:
-                c.created_at = stamp
-                c.id = db.execute(
-                    "INSERT INTO comparisons (prompt, item, candidates, shown, ranks, verdict, annotator, reason,"
-                    " source, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        json.dumps(c.prompt),
-                        c.item,
-                        json.dumps(c.candidates),
-                        json.dumps(c.shown),
-                        json.dumps(c.ranks),
-                        c.verdict,
-                        c.annotator,
-                        c.reason,
-                        c.source,
-                        stamp,
-                    ),
+            for row in rows:
+                values = {**columns(row), "created_at": stamp}
+                row.created_at = stamp
+                row.id = db.execute(  # the table and column names are this module's own, never a user's
+                    f"INSERT INTO {table} ({', '.join(values)}) VALUES ({', '.join('?' * len(values))})",
+                    tuple(values.values()),
                 ).lastrowid
-        return [c.id for c in comparisons]
+        return [row.id for row in rows]
 
     def undo_last_comparison(self, annotator: str) -> Comparison | None:
         """Withdraw this annotator's latest live vote cast here (not imported); returns it (None if none)."""
@@ -182,17 +192,17 @@ class AnnotationTables(Database):
 
     def add_unpaired(self, ratings: list[UnpairedRating]) -> list[int]:
         """Insert all (an import) in one transaction, or none if any is invalid."""
-        check_all(ratings, "rating")
-        stamp = now()
-        with self._write() as db:
-            for r in ratings:
-                r.created_at = stamp
-                r.id = db.execute(
-                    "INSERT INTO unpaired_ratings (prompt, completion, label, source, created_at)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (json.dumps(r.prompt), r.completion, r.label, r.source, stamp),
-                ).lastrowid
-        return [r.id for r in ratings]
+        return self._insert_all(
+            ratings,
+            "rating",
+            "unpaired_ratings",
+            lambda r: {
+                "prompt": json.dumps(r.prompt),
+                "completion": r.completion,
+                "label": r.label,
+                "source": r.source,
+            },
+        )
 
     def list_unpaired(self, label: str | None = None) -> list[UnpairedRating]:
         """Live unpaired ratings, oldest first: only the good or only the bad ones when `label` says so."""
