@@ -55,6 +55,7 @@ class ImportPreview:
     def table(self, limit: int = 20) -> pd.DataFrame:
         """The first `limit` new demonstrations: first user turn, last assistant turn, turns (without system)."""
         import pandas as pd
+
         rows = []
         for demo in self.demonstrations[:limit]:
             turns = [m for m in demo.messages if m["role"] != "system"]

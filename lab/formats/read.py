@@ -100,6 +100,7 @@ def _read_json(path: Path) -> Records:
 def _read_csv(path: Path) -> Records:
     """Every cell as text (empty cells are "", not NaN); a `messages` cell holds JSON, parsed on conversion."""
     import pandas as pd  # only here: the CLI and the app start without it
+
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except pd.errors.EmptyDataError:
