@@ -109,3 +109,10 @@ def test_an_experiment_is_bounded_in_name_questions_and_prompts():
     ]:
         with pytest.raises(ValueError, match=says):
             new_experiment(name, variants, questions, settings)
+
+
+def test_an_id_beyond_64_bits_is_not_found_rather_than_a_crash(store):
+    [demo_id] = store.add_demonstrations([Demonstration(conversation(20))])
+    assert store.delete_demonstrations([demo_id, 2**70]) == [demo_id]
+    with pytest.raises(KeyError, match="No demonstration"):
+        store.get_demonstration(2**70)

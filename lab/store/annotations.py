@@ -79,6 +79,8 @@ class AnnotationTables(Database):
         changed = []
         with self._write() as db:
             for i in dict.fromkeys(ids):  # an id typed twice changes once
+                if not -(2**63) <= i < 2**63:  # beyond SQLite's integers: no such row, not an OverflowError
+                    continue
                 if db.execute(f"UPDATE demonstrations {update}", (*before, i, *after)).rowcount:
                     changed.append(i)
         return changed
