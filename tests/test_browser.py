@@ -77,7 +77,7 @@ def test_import_demonstrations_train_and_chat_with_the_adapter(page):
     page.get_by_role("tab", name="Demonstrations").click()
     page.get_by_text("Import and export").click()
     page.locator("input[type=file][accept*=jsonl]").set_input_files(str(signoff))
-    page.get_by_text("24 new demonstrations in 'messages' format").wait_for(timeout=30_000)
+    page.get_by_text("24 rows: 24 new demonstrations").wait_for(timeout=30_000)
     page.get_by_role("button", name="Import", exact=True).click()
     page.get_by_text("Imported 24 demonstrations").wait_for(timeout=30_000)
     page.get_by_text("24 accepted").wait_for(timeout=10_000)
