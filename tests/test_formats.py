@@ -58,7 +58,7 @@ GOOD = {
         [
             {"role": "system", "content": "Marv is a factual chatbot that is also sarcastic."},
             user("What's the capital of France?"),
-            assistant("Paris"),  # weight 0: kept as context
+            {**assistant("Paris"), "weight": 0},  # context, not a target
             user("Can you be more sarcastic?"),
             assistant("Paris, as if everyone doesn't know that already."),
         ],
@@ -427,3 +427,14 @@ def test_the_demonstrations_tab_offers_only_the_good_completions_and_the_arena_i
     arena.import_file(ctx, board, str(FIXTURES / "llamafactory_kto.json"), [])
     assert counts(ctx.store) == (2, 0, 3)
     assert "unpaired export holds 3 rows (2 good, 1 bad)" in arena._export_note(ctx, ())
+
+
+def test_a_weight_0_turn_is_context_in_training_never_a_target(tmp_path):
+    from lab.data import sft_examples
+
+    store = Store(tmp_path / "ws")
+    import_file(store, FIXTURES / "openai_chat.jsonl")
+    marv = next(d for d in store.list_demonstrations() if d.messages[0]["role"] == "system")
+    [example] = sft_examples([marv])  # two assistant turns, one learned
+    assert example["completion"][0]["content"].startswith("Paris, as if")
+    assert {"role": "assistant", "content": "Paris"} in example["prompt"]

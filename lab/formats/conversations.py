@@ -42,6 +42,10 @@ def messages_row(row: dict, notes: Counter) -> list[dict]:
         if weighted[-1] < len(messages) - 1:
             notes["cut after the last weighted assistant turn"] += 1
             messages = messages[: weighted[-1] + 1]
+        context = [i for i, m in enumerate(messages) if m["role"] == "assistant" and weights[i] == 0]
+        if context:
+            notes["with assistant turns kept as context (weight 0)"] += 1
+        messages = [{**m, "weight": 0} if i in context else m for i, m in enumerate(messages)]
     return messages
 
 
@@ -119,14 +123,17 @@ def export_demonstrations(store: Store, path: str | Path, origins: list[str] | N
 
 
 def sft_examples(demos: list[Demonstration]) -> list[dict]:
-    """TRL conversational prompt-completion examples, one per assistant turn, so loss falls on every response.
+    """TRL conversational prompt-completion examples, one per learned assistant turn, so loss falls on every
+    response that is to be learned.
 
     Each is {"prompt": the messages before that assistant turn (system included), "completion": [that turn]}:
-    user/assistant gives 1 example, user/assistant/user/assistant gives 2.
+    user/assistant gives 1 example, user/assistant/user/assistant gives 2. An assistant turn with weight 0
+    (OpenAI's fine-tuning format) is context only: it appears in later prompts, never as a completion.
     """
+    plain = lambda m: {"role": m["role"], "content": m["content"]}  # noqa: E731
     examples = []
     for demo in demos:
         for i, message in enumerate(demo.messages):
-            if message["role"] == "assistant":
-                examples.append({"prompt": [dict(m) for m in demo.messages[:i]], "completion": [dict(message)]})
+            if message["role"] == "assistant" and message.get("weight", 1) != 0:
+                examples.append({"prompt": [plain(m) for m in demo.messages[:i]], "completion": [plain(message)]})
     return examples

@@ -152,8 +152,10 @@ def check_messages(messages: list[dict]) -> None:
     if size > limits.CONVERSATION_CHARS:
         raise ValueError(f"the conversation has {size:,} characters; the limit is {limits.CONVERSATION_CHARS:,}")
     for number, message in enumerate(messages, start=1):
-        if not isinstance(message, dict) or set(message) - {"role", "content"} or "role" not in message:
+        if not isinstance(message, dict) or set(message) - {"role", "content", "weight"} or "role" not in message:
             raise ValueError(f"message {number} must have exactly a role and a content")
+        if "weight" in message and (message["role"] != "assistant" or message["weight"] not in (0, 1)):
+            raise ValueError(f"message {number}: only an assistant turn has a weight, 0 (context) or 1 (learned)")
         if message["role"] not in ("system", "user", "assistant"):
             raise ValueError(f"message {number} has role '{message['role']}' (use system, user or assistant)")
         if not isinstance(message.get("content"), str):
