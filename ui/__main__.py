@@ -101,11 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     log.addHandler(logging.StreamHandler())
     store = Store(args.workspace)
     seed_prompt_pool(store, question_sets())
-    jobs.watch(store)  # repairs runs left "running" by a previous app, then keeps the queue moving
     ctx = Lab(store, shared=args.share or args.host not in LOCAL_HOSTS)
     if ctx.shared:
         stay_offline()
-    ctx.load_in_background(args.model, args.precision, args.device)
+    ctx.models.loading, ctx.models.status = True, f"Loading {args.model} once the page is up…"
     app = build_app(ctx)
     print(f"Workspace: {store.root}", file=sys.stderr)
     app.queue(default_concurrency_limit=4).launch(
@@ -117,7 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         footer_links=[],
         show_error=False,  # a fault's text stays in the log; what a user can fix arrives as one sentence anyway
         max_file_size=f"{limits.UPLOAD_MB}mb",
+        prevent_thread_lock=True,
     )
+    # The model (and torch with it) loads once the page is served, so it does not compete with the start-up;
+    # the status bar says what is loading meanwhile. The watcher starts then too.
+    ctx.load_in_background(args.model, args.precision, args.device)
+    jobs.watch(store)  # repairs runs left "running" by a previous app, then keeps the queue moving
+    app.block_thread()
     return 0
 
 
