@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from lab import limits
-from ui.__main__ import check_login, logins, parse_args
+from ui.__main__ import parse_args
+from ui.guard import check_login, logins
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,7 +81,7 @@ def test_a_shared_app_stays_off_the_model_hub():
     code = textwrap.dedent(
         """
         import time
-        from ui.__main__ import stay_offline
+        from ui.guard import stay_offline
         from lab.models import ModelError, load_model
         stay_offline()
         start = time.monotonic()
@@ -94,3 +95,39 @@ def test_a_shared_app_stays_off_the_model_hub():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     seconds, message = out.stdout.split(" ", 1)
     assert float(seconds) < 5 and "someone/some-model" in message
+
+
+def test_the_login_page_carries_no_api_description(tmp_path):
+    import http.cookiejar
+    import urllib.parse
+
+    accounts = tmp_path / "logins"
+    accounts.write_text("ann:secret\n")
+    port = free_port()
+    app = subprocess.Popen(
+        [sys.executable, "-m", "ui", "--port", str(port), "--workspace", str(tmp_path / "ws"), "--model", "/no/model"]
+        + ["--auth-file", str(accounts)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline, page = time.monotonic() + 90, None
+        while page is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{url}/?all_endpoints=true", timeout=2) as response:
+                    page = response.read().decode()
+            except OSError:
+                time.sleep(0.3)
+        assert page is not None and "auth_required" in page
+        assert "window.gradio_api_info = {};" in page and "model_status" not in page
+
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        form = urllib.parse.urlencode({"username": "ann", "password": "secret"}).encode()
+        assert opener.open(f"{url}/login", data=form, timeout=10).status == 200
+        with opener.open(f"{url}/gradio_api/info", timeout=10) as response:  # a logged-in client still has the API
+            assert "/model_status" in json.loads(response.read())["named_endpoints"]
+    finally:
+        app.terminate()
+        app.wait(timeout=30)

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import hmac
 import logging
 import os
 import sys
-import threading
-import time
-from collections.abc import Callable
-from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine; read when gradio loads
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from starlette.middleware import Middleware
 
 from lab import Lab, jobs, limits
 from lab.experiments import seed_prompt_pool
@@ -21,6 +18,7 @@ from lab.models import DEFAULT_MODEL, DEVICES, PRECISIONS
 from lab.presets import question_sets
 from lab.store import Store
 from ui.app import CSS, build_app
+from ui.guard import HideApiInfo, check_login, logins, stay_offline
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -51,48 +49,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def logins(auth: str | None, auth_file: str | None, env: str | None) -> dict[str, str]:
-    """user → password from --auth, each line of --auth-file, and $LAB_AUTH (each USER:PASS)."""
-    entries = [("--auth", auth)] if auth else []
-    if auth_file:
-        lines = Path(auth_file).read_text(encoding="utf-8").splitlines()
-        entries += [(f"{auth_file} line {n}", line.strip()) for n, line in enumerate(lines, 1) if line.strip()]
-    if env:
-        entries.append(("$LAB_AUTH", env))
-    found = {}
-    for where, entry in entries:
-        user, sep, password = entry.partition(":")
-        if not (sep and user and password):
-            raise ValueError(f"{where} must look like USER:PASS")
-        found[user] = password
-    return found
-
-
-def check_login(accounts: dict[str, str], delay_s: float = 1.0) -> Callable[[str, str], bool]:
-    """Gradio's auth function: compared in constant time; each failure costs `delay_s`, one at a time, so
-    guessing passwords is slow however many requests arrive at once."""
-    failures = threading.Lock()
-
-    def check(user: str, password: str) -> bool:
-        expected = accounts.get(user, "")
-        if expected and hmac.compare_digest(expected.encode(), password.encode()):
-            return True
-        with failures:
-            time.sleep(delay_s)
-        return False
-
-    return check
-
-
-def stay_offline() -> None:
-    """A shared app never reaches the model hub on a remote user's behalf. gradio has already imported
-    huggingface_hub, which read the environment then, so its setting is changed in place too."""
-    import huggingface_hub.constants
-
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    huggingface_hub.constants.HF_HUB_OFFLINE = True
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # One line per refused request on the terminal (ui.errors.UserError); tracebacks only for real faults.
@@ -117,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         show_error=False,  # a fault's text stays in the log; what a user can fix arrives as one sentence anyway
         max_file_size=f"{limits.UPLOAD_MB}mb",
         prevent_thread_lock=True,
+        # Behind a login, Gradio would still embed the whole API description in the login page.
+        app_kwargs={"middleware": [Middleware(HideApiInfo)]} if args.logins else None,
     )
     # The model (and torch with it) loads once the page is served, so it does not compete with the start-up;
     # the status bar says what is loading meanwhile. The watcher starts then too.
