@@ -116,3 +116,11 @@ def test_an_id_beyond_64_bits_is_not_found_rather_than_a_crash(store):
     assert store.delete_demonstrations([demo_id, 2**70]) == [demo_id]
     with pytest.raises(KeyError, match="No demonstration"):
         store.get_demonstration(2**70)
+
+
+def test_nan_never_reaches_the_stored_json(store):
+    from lab.store import Run
+
+    with pytest.raises(ValueError, match="not finite"):
+        store.add_run(Run("r1", "sft", {"learning_rate": float("nan")}))
+    assert store.list_runs() == []

@@ -3,7 +3,6 @@ ratings (one completion labelled good or bad)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ from lab.store.rows import (
     fingerprint,
     from_row,
     now,
+    to_json,
 )
 
 
@@ -138,11 +138,11 @@ class AnnotationTables(Database):
             "comparison",
             "comparisons",
             lambda c: {
-                "prompt": json.dumps(c.prompt),
+                "prompt": to_json(c.prompt),
                 "item": c.item,
-                "candidates": json.dumps(c.candidates),
-                "shown": json.dumps(c.shown),
-                "ranks": json.dumps(c.ranks),
+                "candidates": to_json(c.candidates),
+                "shown": to_json(c.shown),
+                "ranks": to_json(c.ranks),
                 "verdict": c.verdict,
                 "annotator": c.annotator,
                 "reason": c.reason,
@@ -199,7 +199,7 @@ class AnnotationTables(Database):
             "rating",
             "unpaired_ratings",
             lambda r: {
-                "prompt": json.dumps(r.prompt),
+                "prompt": to_json(r.prompt),
                 "completion": r.completion,
                 "label": r.label,
                 "source": r.source,

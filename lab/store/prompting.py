@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 from lab.store.database import Database
-from lab.store.rows import CATEGORIES, Conversation, Experiment, Prompt, Result, from_row, now
+from lab.store.rows import CATEGORIES, Conversation, Experiment, Prompt, Result, from_row, now, to_json
 
 
 class PromptingTables(Database):
@@ -24,7 +22,7 @@ class PromptingTables(Database):
             before = db.total_changes
             db.executemany(
                 "INSERT OR IGNORE INTO prompts (text, category, tags, source, created_at) VALUES (?, ?, ?, ?, ?)",
-                [(p.text, p.category, json.dumps(p.tags), p.source, now()) for p in prompts],
+                [(p.text, p.category, to_json(p.tags), p.source, now()) for p in prompts],
             )
             return db.total_changes - before
 
@@ -46,9 +44,9 @@ class PromptingTables(Database):
         columns = {
             "name": exp.name,
             "description": exp.description,
-            "variants": json.dumps(exp.variants),
-            "questions": json.dumps(exp.questions),
-            "settings": json.dumps(exp.settings),
+            "variants": to_json(exp.variants),
+            "questions": to_json(exp.questions),
+            "settings": to_json(exp.settings),
             "model": exp.model,
         }
         return self._save("experiments", exp, columns)
@@ -122,7 +120,7 @@ class PromptingTables(Database):
         columns = {
             "title": conv.title,
             "system": conv.system,
-            "messages": json.dumps(conv.messages),
+            "messages": to_json(conv.messages),
             "model": conv.model,
         }
         return self._save("conversations", conv, columns)

@@ -98,6 +98,14 @@ STATUSES = ("accepted", "pending", "rejected")
 RUN_STATES = ("queued", "running", "stopping", "done", "failed", "stopped")
 
 
+def to_json(value) -> str:
+    """JSON for a column; NaN and infinity are refused, so every stored value is valid JSON for any reader."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError as err:
+        raise ValueError("a number in it is not finite (NaN or infinity); the workspace stores finite numbers") from err
+
+
 def fingerprint(messages: list[dict]) -> str:
     """The same conversation, whatever its spacing or letter case, has the same fingerprint."""
     canonical = [[m["role"], " ".join(m["content"].split()).lower()] for m in messages]
@@ -177,10 +185,10 @@ def check_messages(messages: list[dict]) -> None:
 def demonstration_fields(d: Demonstration) -> tuple:
     """The stored columns of a demonstration, in the order of the INSERT (source last)."""
     return (
-        json.dumps(d.messages),
+        to_json(d.messages),
         fingerprint(d.messages),
         d.category,
-        json.dumps(d.tags),
+        to_json(d.tags),
         d.author,
         d.origin,
         d.draft,

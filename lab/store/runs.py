@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 from lab.store.database import Database
-from lab.store.rows import RUN_STATES, Run, from_row, now
+from lab.store.rows import RUN_STATES, Run, from_row, now, to_json
 
 UPDATABLE = {"status", "pid", "exit_code", "error", "started_at", "finished_at", "provenance"}
 
@@ -24,11 +22,11 @@ class RunTables(Database):
                     run.id,
                     run.method,
                     run.name,
-                    json.dumps(run.config),
+                    to_json(run.config),
                     run.status,
                     run.device,
                     run.created_at,
-                    json.dumps(run.provenance),
+                    to_json(run.provenance),
                 ),
             )
 
@@ -42,7 +40,7 @@ class RunTables(Database):
             raise ValueError(f"cannot update {sorted(set(fields) - UPDATABLE)} of a run")
         if fields.get("status", "queued") not in RUN_STATES:
             raise ValueError(f"unknown run status '{fields['status']}'")
-        values = [json.dumps(v) if isinstance(v, dict) else v for v in fields.values()]
+        values = [to_json(v) if isinstance(v, dict) else v for v in fields.values()]
         guard = f" AND status IN ({', '.join('?' * len(expect))})" if expect else ""
         with self._write() as db:
             cur = db.execute(
