@@ -17,6 +17,7 @@ Heavy libraries (torch, transformers, TRL) load when first needed, not on import
 from __future__ import annotations
 
 import contextlib
+import functools
 import tempfile
 import threading
 import time
@@ -106,6 +107,7 @@ class TrainingRun:
         jobs.stop(self.lab.store, self.id)
 
     def resume(self) -> TrainingRun:
+        """Queue a stopped or failed run again; it continues from its last checkpoint."""
         from lab import jobs
 
         jobs.resume(self.lab.store, self.id)
@@ -125,9 +127,13 @@ class Lab:
         self.experiment_presets: dict[str, ExperimentPreset] = experiment_presets()
         self.scenarios: dict[str, ScenarioPreset] = scenario_presets()
         self.shared = shared
-        # Downloads are written here: private to this process (mode 0700), one subfolder per browser session.
-        self.exports = Path(tempfile.mkdtemp(prefix="alignment-lab-exports-"))
         self._loader: threading.Thread | None = None
+
+    @functools.cached_property
+    def exports(self) -> Path:
+        """Where the app writes downloads: private to this process (mode 0700), one subfolder per browser
+        session; made when first needed, so a notebook's Lab leaves no empty folder behind."""
+        return Path(tempfile.mkdtemp(prefix="alignment-lab-exports-"))
 
     def __repr__(self) -> str:
         return f"Lab({str(self.store.root)!r}, model={self.models.status!r})"
