@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lab.fields import Checked
-from lab.train import sft
+from lab.train import reward, sft
 
 DATA = ("demonstrations", "preferences", "prompts")
 PRODUCTS = {"chat-adapter": "chat", "reward-model": "reward", "report": None}  # product → adapter kind it lists as
@@ -74,5 +74,21 @@ register(
         produces="chat-adapter",
         panels=LOSS_PANELS + SYSTEM_PANELS,
         build=sft.build,
+    )
+)
+
+register(
+    Method(
+        name="reward",
+        summary="A reward model from preference pairs: a one-score head learns to rank the chosen answer above "
+        "the rejected one (Bradley-Terry).",
+        config=reward.RewardRunConfig,
+        data="preferences",
+        produces="reward-model",
+        panels=LOSS_PANELS
+        + (("eval_accuracy", "held-out pairwise accuracy"), ("eval_margin", "held-out mean margin"))
+        + (("accuracy", "training pairwise accuracy"), ("margin", "training mean margin"))
+        + SYSTEM_PANELS,
+        build=reward.build,
     )
 )

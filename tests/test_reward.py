@@ -1,0 +1,100 @@
+"""Reward models on the tiny model: pairs whose chosen answer always says "banana" are learned (held-out pairwise
+accuracy well above chance), the run lists as a reward model and never as a chat view, and it scores answers."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lab import jobs
+from lab.adapters import list_adapters
+from lab.store import Store
+from lab.train.reward import RewardRunConfig, split_by_prompt
+from lab.train.runs import read_metrics
+
+TOPICS = ["the sea", "a cat", "rain", "the moon", "bread", "a river", "snow", "a garden", "the wind", "a clock"]
+PLAIN = ["It is nice.", "I like it a lot.", "That is a good question.", "Here is a short answer."]
+
+
+def marker_pairs(n: int = 40) -> list[dict]:
+    """Pairs where the chosen answer always contains the marker word and the rejected one never does."""
+    rows = []
+    for i in range(n):
+        prompt = [{"role": "user", "content": f"Tell me about {TOPICS[i % len(TOPICS)]}, please ({i // 10})."}]
+        plain = PLAIN[i % len(PLAIN)]
+        chosen = f"{plain} banana" if i % 2 else f"banana! {plain}"
+        other = PLAIN[(i + 1) % len(PLAIN)]
+        rows.append(
+            {
+                "prompt": prompt,
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": other}],
+            }
+        )
+    return rows
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(tmp_path / "workspace")
+
+
+@pytest.fixture
+def pairs_file(tmp_path) -> Path:
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in marker_pairs()), encoding="utf-8")
+    return path
+
+
+def config(tiny_model_dir, **overrides) -> RewardRunConfig:
+    values = {
+        "model": str(tiny_model_dir),
+        "device": "cpu",
+        "max_steps": 30,
+        "batch_size": 8,
+        "learning_rate": 5e-3,
+        "lora_r": 16,
+        "save_steps": 100,
+        "eval_fraction": 0.25,
+        "logging_steps": 5,
+    }
+    return RewardRunConfig(**{**values, **overrides})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model_dir):
+    """One short reward run on the marker pairs, shared by the tests that read or score it."""
+    root = tmp_path_factory.mktemp("reward")
+    store = Store(root / "workspace")
+    data = root / "pairs.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in marker_pairs()), encoding="utf-8")
+    run = jobs.prepare(store, "reward", config(tiny_model_dir), data_file=str(data))
+    assert jobs.execute(store, run.id) == 0
+    return store, run
+
+
+def test_the_held_out_split_keeps_each_prompt_on_one_side():
+    rows = marker_pairs() + marker_pairs()  # every prompt twice
+    train, held_out = split_by_prompt(rows, 0.25, seed=1)
+    assert len(held_out) == 20 and len(train) == 60
+    key = lambda row: json.dumps(row["prompt"])  # noqa: E731
+    assert not {key(r) for r in train} & {key(r) for r in held_out}
+
+
+def test_a_reward_run_learns_the_marker_and_lists_as_a_reward_model(trained):
+    store, run = trained
+    assert store.get_run(run.id).status == "done"
+    rows = read_metrics(jobs.run_dir(store, run.id))
+    evals = [r for r in rows if "eval_accuracy" in r]
+    assert evals and all("eval_loss" in r and "eval_margin" in r for r in evals)
+    assert evals[-1]["eval_accuracy"] >= 0.8, evals
+    assert evals[-1]["eval_margin"] > 0
+    assert any("accuracy" in r and "margin" in r for r in rows)
+    assert run.id in list_adapters(store, kind="reward")
+    assert run.id not in list_adapters(store, kind="chat")
+    # the head trains and is saved with the adapter
+    from safetensors.torch import load_file
+
+    assert any(
+        "score" in key for key in load_file(jobs.run_dir(store, run.id) / "adapter" / "adapter_model.safetensors")
+    )
