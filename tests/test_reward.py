@@ -8,6 +8,8 @@ import pytest
 
 from lab import jobs
 from lab.adapters import list_adapters
+from lab.models import ModelError
+from lab.rewards import load_reward_model, score
 from lab.store import Store
 from lab.train.reward import RewardRunConfig, split_by_prompt
 from lab.train.runs import read_metrics
@@ -98,3 +100,53 @@ def test_a_reward_run_learns_the_marker_and_lists_as_a_reward_model(trained):
     assert any(
         "score" in key for key in load_file(jobs.run_dir(store, run.id) / "adapter" / "adapter_model.safetensors")
     )
+
+
+def marked_and_plain(lm) -> tuple[list[float], list[float]]:
+    """Scores of answers with and without the marker, to prompts the run never trained on."""
+    prompts = [f"Tell me about {topic}, please (7)." for topic in ("the sea", "a clock", "snow")]
+    pairs = [("I like it a lot. banana", "I like it a lot."), ("banana! It is nice.", "It is nice.")]
+    marked = score(lm, [(p, m) for p in prompts for m, _ in pairs])
+    plain = score(lm, [(p, u) for p in prompts for _, u in pairs])
+    return marked, plain
+
+
+def test_the_reward_model_ranks_a_marked_answer_above_an_unmarked_one(trained, tmp_path):
+    from peft import PeftModel
+
+    from lab.models import load_model
+
+    store, run = trained
+    lm = load_reward_model(store, run.id, device="cpu")
+    marked, plain = marked_and_plain(lm)
+    assert all(m > p for m, p in zip(marked, plain, strict=True)), (marked, plain)
+    # one at a time or batched, the same scores (right padding is masked out)
+    assert score(lm, [("Tell me about a clock, please (7).", "It is nice.")], batch_size=1)[0] == pytest.approx(
+        plain[3], abs=1e-4
+    )
+
+    # the head comes back with the adapter: a fresh base has a random head, yet the scores are identical
+    again = load_reward_model(store, run.id, device="cpu")
+    assert marked_and_plain(again) == (marked, plain)
+    lm.model.save_pretrained(tmp_path / "copy", selected_adapters=[run.id])
+    base = load_model(store.get_run(run.id).config["model"], "fp32", "cpu", kind="reward", progress=lambda _: None)
+    base.model = PeftModel.from_pretrained(base.model, str(tmp_path / "copy" / run.id)).eval()
+    assert marked_and_plain(base) == (marked, plain)
+
+
+def test_a_chat_model_or_a_chat_run_is_refused_for_scoring(store, tiny_model):
+    with pytest.raises(ModelError, match="no reward head"):
+        score(tiny_model, [("Hi", "Hello")])
+    with pytest.raises(ModelError, match="no trained reward model"):
+        load_reward_model(store, "sft-missing")
+
+
+def test_a_4bit_reward_model_trains_and_scores(store, tiny_model_dir, pairs_file):
+    run = jobs.prepare(
+        store, "reward", config(tiny_model_dir, precision="4bit", max_steps=10), data_file=str(pairs_file)
+    )
+    assert jobs.execute(store, run.id) == 0
+    lm = load_reward_model(store, run.id, device="cpu")
+    assert lm.precision == "4bit"
+    marked, plain = marked_and_plain(lm)
+    assert sum(marked) / len(marked) > sum(plain) / len(plain), (marked, plain)
