@@ -6,6 +6,7 @@ Examples:
     python -m lab generate --prompt "Hi" --system "Answer like a pirate." --model ./my-model --precision 4bit
     python -m lab train sft --data demos.jsonl --max-steps 30 --learning-rate 1e-4
     python -m lab train sft --config workspace/runs/<run id>/config.yaml      # reproduce a run
+    python -m lab score --reward <run id> --prompt "Hi" --response "Hello!" --response "Go away."
 """
 
 from __future__ import annotations
@@ -121,6 +122,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    """Score responses to a prompt with a trained reward model: one reward per --response, in order."""
+    from lab.rewards import load_reward_model, score
+    from lab.store import Store
+
+    messages = build_messages(args.prompt, args.system)  # an empty prompt is refused before anything loads
+    to_stderr = lambda message: print(message, file=sys.stderr)  # noqa: E731  (stdout carries only the rewards)
+    lm = load_reward_model(Store(args.workspace), args.reward, args.precision, args.device, progress=to_stderr)
+    rewards = score(lm, [(messages, response) for response in args.response], args.batch_size)
+    for reward, response in zip(rewards, args.response, strict=True):
+        print(f"{reward:+.4f}\t{response}")
+    return 0
+
+
 @contextmanager
 def _tee(path: Path):
     """Copy what the terminal shows into the run's log.txt."""
@@ -205,6 +220,16 @@ def _parser() -> argparse.ArgumentParser:
         help="preferences: export the unpaired ratings and both-bad answers (TRL's unpaired format, for KTO) instead",
     )
     exp.set_defaults(func=cmd_export)
+
+    sc = sub.add_parser("score", help=cmd_score.__doc__, description=cmd_score.__doc__, parents=[workspace])
+    sc.add_argument("--reward", required=True, metavar="RUN", help="the reward run's id")
+    sc.add_argument("--prompt", required=True, help="the user message the responses answer")
+    sc.add_argument("--system", default=None, help="an optional system prompt")
+    sc.add_argument("--response", action="append", required=True, help="a response to score (repeatable)")
+    sc.add_argument("--precision", default=None, choices=PRECISIONS, help="default: the precision the run trained in")
+    sc.add_argument("--device", default="auto", choices=DEVICES)
+    sc.add_argument("--batch-size", type=int, default=8, help="responses scored at once")
+    sc.set_defaults(func=cmd_score)
     return parser
 
 

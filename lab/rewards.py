@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from lab.models import LoadedModel, ModelError
+from lab.models import LoadedModel, ModelError, Progress
 
 if TYPE_CHECKING:
     from lab.store import Store
@@ -58,7 +58,9 @@ def score(lm: LoadedModel, pairs: Sequence[tuple[Prompt, str]], batch_size: int 
     return scores
 
 
-def load_reward_model(store: Store, run_id: str, precision: str | None = None, device: str = "auto") -> LoadedModel:
+def load_reward_model(
+    store: Store, run_id: str, precision: str | None = None, device: str = "auto", progress: Progress = print
+) -> LoadedModel:
     """The base a reward run trained on, loaded with its one-score head, with the run's adapter (and trained head)
     attached; `precision` defaults to the run's own (fp32 / bf16 / fp16 / 4bit)."""
     from peft import PeftModel
@@ -72,7 +74,9 @@ def load_reward_model(store: Store, run_id: str, precision: str | None = None, d
         raise ModelError(f"Run {run_id} has {what}.")
     adapter = found[run_id]
     run = store.get_run(run_id)
-    lm = load_model(adapter.base, precision or run.config.get("precision", "fp32"), device, kind="reward")
+    lm = load_model(
+        adapter.base, precision or run.config.get("precision", "fp32"), device, kind="reward", progress=progress
+    )
     lm.model = PeftModel.from_pretrained(lm.model, str(adapter.path), adapter_name=run_id).eval()
     lm.adapters[run_id] = str(adapter.path)
     return lm

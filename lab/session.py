@@ -247,6 +247,30 @@ class Lab:
         exp = self.store.get_experiment(experiment_id)
         return experiments.results_grid(exp, self.store.list_results(experiment_id))
 
+    def score(
+        self,
+        run_id: str,
+        prompt: str | list[dict],
+        responses: list[str],
+        *,
+        precision: str | None = None,
+        device: str = "auto",
+        batch_size: int = 8,
+    ) -> list[float]:
+        """One reward per response to `prompt` (a user message, or the conversation so far) from reward run
+        `run_id`. The reward model is loaded beside the chat model on first use and kept for the next call."""
+        from lab.rewards import load_reward_model, score
+
+        adapter = self.store.runs_dir / run_id / "adapter" / "adapter_model.safetensors"
+        # A resumed run rewrites its adapter: the file's time tells a stale copy from a current one.
+        key = (run_id, precision, device, adapter.stat().st_mtime if adapter.is_file() else None)
+        cached = getattr(self, "_reward_model", None)
+        if cached is None or cached[0] != key:
+            self._reward_model = None  # free the previous one before loading the next
+            cached = (key, load_reward_model(self.store, run_id, precision, device, progress=lambda _: None))
+            self._reward_model = cached
+        return score(cached[1], [(prompt, response) for response in responses], batch_size)
+
     # training
 
     def config(self, method: str, preset: str = "cpu-default", **overrides: Any):

@@ -150,3 +150,28 @@ def test_a_4bit_reward_model_trains_and_scores(store, tiny_model_dir, pairs_file
     assert lm.precision == "4bit"
     marked, plain = marked_and_plain(lm)
     assert sum(marked) / len(marked) > sum(plain) / len(plain), (marked, plain)
+
+
+def test_the_score_command_prints_one_reward_per_response(trained, capsys):
+    from lab import Lab
+    from lab.cli import main
+
+    store, run = trained
+    prompt, responses = "Tell me about the sea, please (7).", ["It is nice.", "banana! It is nice."]
+    argv = ["score", "--workspace", str(store.root), "--reward", run.id, "--prompt", prompt, "--device", "cpu"]
+    assert main(argv + [flag for r in responses for flag in ("--response", r)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[1] for line in lines] == responses
+    printed = [float(line.split("\t")[0]) for line in lines]
+    assert printed[1] > printed[0]
+
+    lab = Lab(store)
+    rewards = lab.score(run.id, prompt, responses, device="cpu")
+    assert rewards == pytest.approx(printed, abs=1e-4)
+    assert lab.score(run.id, prompt, responses[:1], device="cpu") == pytest.approx(rewards[:1], abs=1e-5)  # reused
+
+    assert (
+        main(["score", "--workspace", str(store.root), "--reward", "sft-nothing", "--prompt", "Hi", "--response", "x"])
+        == 2
+    )
+    assert "no trained reward model" in capsys.readouterr().err
