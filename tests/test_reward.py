@@ -175,3 +175,42 @@ def test_the_score_command_prints_one_reward_per_response(trained, capsys):
         == 2
     )
     assert "no trained reward model" in capsys.readouterr().err
+
+
+def ranking_rows(n_prompts: int = 16) -> list[dict]:
+    """K-way rankings as their pairs: two marked answers tie at the top, three unmarked ones tie below them."""
+    from lab.preferences import ranked_pairs
+
+    rows = []
+    for i in range(n_prompts):
+        prompt = [{"role": "user", "content": f"Tell me about {TOPICS[i % len(TOPICS)]}, please ({i // 10})."}]
+        answers = [f"{PLAIN[i % 4]} banana", f"banana! {PLAIN[(i + 1) % 4]}"] + PLAIN[:3]
+        turns = [[{"role": "assistant", "content": answer}] for answer in answers]
+        for better, worse in ranked_pairs([1, 1, 2, 2, 2]):
+            rows.append({"prompt": prompt, "chosen": turns[better], "rejected": turns[worse]})
+    return rows
+
+
+def test_per_ranking_batches_hold_one_ranking_each_in_a_new_order_every_pass():
+    from lab.train.reward import RankingSampler, ranking_batches
+
+    rows = ranking_rows()
+    batches = ranking_batches([row["prompt"] for row in rows])
+    assert len(batches) == 16 and all(len(b) == 6 for b in batches)  # 2 x 3 pairs: the ties make none
+    assert all(len({json.dumps(rows[i]["prompt"]) for i in batch}) == 1 for batch in batches)
+    assert [len(b) for b in ranking_batches(["same"] * 100)] == [45, 45, 10]
+    sampler = RankingSampler(batches, seed=0)
+    first, second = list(sampler), list(sampler)
+    assert sorted(first) == sorted(second) == sorted(batches) and first != second
+
+
+def test_a_per_ranking_run_learns_the_marker(store, tiny_model_dir, tmp_path):
+    data = tmp_path / "rankings.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in ranking_rows()), encoding="utf-8")
+    settings = config(tiny_model_dir, pairing="per-ranking", batch_size=2, max_steps=15)
+    run = jobs.prepare(store, "reward", settings, data_file=str(data))
+    assert jobs.execute(store, run.id) == 0
+    evals = [r for r in read_metrics(jobs.run_dir(store, run.id)) if "eval_accuracy" in r]
+    assert evals[-1]["eval_accuracy"] >= 0.8, evals
+    # 12 training rankings, one per forward pass, 2 per update: 6 updates an epoch
+    assert evals[-1]["epoch"] == pytest.approx(15 / 6)

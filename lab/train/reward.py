@@ -16,6 +16,9 @@ from pathlib import Path
 
 from lab.train.config import TrainConfig, help_field
 
+PAIRINGS = ("pairwise", "per-ranking")
+MAX_RANKING_PAIRS = 45  # a ranking of 10 answers; a larger group of pairs (a file's repeated prompt) is split
+
 
 @dataclass
 class RewardRunConfig(TrainConfig):
@@ -27,6 +30,15 @@ class RewardRunConfig(TrainConfig):
         "across prompts (Eisenstein et al. 2023; TRL recommends 0.01). 0 = no penalty.",
         low=0,
         high=10,
+    )
+    pairing: str = help_field(
+        "pairwise",
+        "pairwise: the pairs shuffled into batches of batch_size, as TRL trains. per-ranking: as InstructGPT "
+        "trained, all the pairs of one ranking (the pairs that share a prompt, at most 45: K = 10) in one batch, "
+        "so an answer that is in several pairs is not overfit one pair at a time; the loss averages over a "
+        "ranking's pairs, then over batch_size x grad_accum rankings per update. Either way ties make no pair and "
+        "both-bad votes none (neither says which answer is better); the other pairs of a ranking with a tie stay.",
+        choices=PAIRINGS,
     )
 
 
@@ -42,6 +54,53 @@ def split_by_prompt(rows: list[dict], eval_fraction: float, seed: int) -> tuple[
     return train, [row for row in rows if json.dumps(row["prompt"], sort_keys=True) in held_out]
 
 
+def ranking_batches(prompts: list, limit: int = MAX_RANKING_PAIRS) -> list[list[int]]:
+    """Row indices grouped by prompt (one ranking's pairs), in first-seen order, split beyond `limit` pairs."""
+    groups: dict[str, list[int]] = {}
+    for index, prompt in enumerate(prompts):
+        groups.setdefault(json.dumps(prompt, sort_keys=True), []).append(index)
+    return [rows[start : start + limit] for rows in groups.values() for start in range(0, len(rows), limit)]
+
+
+class RankingSampler:
+    """A batch sampler: one ranking per batch, the rankings in a new seeded order on every pass."""
+
+    def __init__(self, batches: list[list[int]], seed: int) -> None:
+        self.batches, self.seed, self.passes = batches, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        import random
+
+        order = random.Random(self.seed + self.passes).sample(self.batches, len(self.batches))
+        self.passes += 1
+        return iter(order)
+
+
+def per_ranking(trainer_cls: type) -> type:
+    """`trainer_cls` (TRL's RewardTrainer) with training batches of one ranking each; TRL's loss, the mean over a
+    batch's pairs, is then InstructGPT's mean over a ranking's pairs."""
+
+    class PerRankingTrainer(trainer_cls):
+        def get_train_dataloader(self):
+            from torch.utils.data import DataLoader
+
+            batches = ranking_batches(self.train_dataset["prompt"])
+            dataset = self._remove_unused_columns(self.train_dataset, description="training")
+            sampler = RankingSampler(batches, self.args.seed)
+            loader = DataLoader(
+                dataset,
+                batch_sampler=sampler,
+                collate_fn=self.data_collator,
+                pin_memory=self.args.dataloader_pin_memory,
+            )
+            return self.accelerator.prepare(loader)
+
+    return PerRankingTrainer
+
+
 def build(config: RewardRunConfig, run_dir: Path):
     """TRL's RewardTrainer for this config: the base (maybe 4-bit) with a one-score head and a LoRA adapter."""
     from datasets import Dataset
@@ -55,6 +114,7 @@ def build(config: RewardRunConfig, run_dir: Path):
         raise ValueError("The training data is empty: vote in the Ranking tab or import preferences first.")
     train, held_out = split_by_prompt(rows, config.eval_fraction, config.seed)
     lm, model, peft_config = load_for_training(config, kind="reward")
+    ranked = config.pairing == "per-ranking"
     args = training_args(
         RewardConfig,
         config,
@@ -63,8 +123,10 @@ def build(config: RewardRunConfig, run_dir: Path):
         has_eval=bool(held_out),
         max_length=config.max_length,
         center_rewards_coefficient=config.center_rewards_coefficient or None,
+        # per-ranking: one ranking per forward pass, so an update averages batch_size x grad_accum of them
+        **({"gradient_accumulation_steps": config.batch_size * config.grad_accum} if ranked else {}),
     )
-    trainer = RewardTrainer(
+    trainer = (per_ranking(RewardTrainer) if ranked else RewardTrainer)(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(train),
