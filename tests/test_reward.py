@@ -54,7 +54,7 @@ def config(tiny_model_dir, **overrides) -> RewardRunConfig:
         "device": "cpu",
         "max_steps": 30,
         "batch_size": 8,
-        "learning_rate": 5e-3,
+        "learning_rate": 1e-2,
         "lora_r": 16,
         "save_steps": 100,
         "eval_fraction": 0.25,
@@ -142,9 +142,7 @@ def test_a_chat_model_or_a_chat_run_is_refused_for_scoring(store, tiny_model):
 
 
 def test_a_4bit_reward_model_trains_and_scores(store, tiny_model_dir, pairs_file):
-    run = jobs.prepare(
-        store, "reward", config(tiny_model_dir, precision="4bit", max_steps=10), data_file=str(pairs_file)
-    )
+    run = jobs.prepare(store, "reward", config(tiny_model_dir, precision="4bit"), data_file=str(pairs_file))
     assert jobs.execute(store, run.id) == 0
     lm = load_reward_model(store, run.id, device="cpu")
     assert lm.precision == "4bit"

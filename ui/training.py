@@ -55,7 +55,7 @@ def build_training(ctx: Lab) -> NewRunForm:
                     [NEW_ADAPTER],
                     value=NEW_ADAPTER,
                     label="Start from",
-                    info="A new LoRA adapter, or continue a chat adapter trained on the preset's base",
+                    info="A new LoRA adapter, or continue one of this method's trained on the preset's base",
                 )
             origins = gr.CheckboxGroup(
                 list(ORIGINS),
@@ -120,6 +120,7 @@ def build_training(ctx: Lab) -> NewRunForm:
             **shown,
             origins: gr.update(visible=spec.data == "demonstrations"),
             exclude: gr.update(visible=spec.data == "preferences", choices=_annotators(ctx)),
+            start_from: gr.update(choices=[NEW_ADAPTER], value=NEW_ADAPTER),  # the other method's kind no longer fits
         }
 
     def fill_form(chosen_preset: str):
@@ -136,12 +137,12 @@ def build_training(ctx: Lab) -> NewRunForm:
         message, run_id = queue_run(ctx, form, values)
         return {start_message: message, selected: gr.update(choices=_run_choices(ctx), value=run_id)}
 
-    method.change(pick_method, method, [*groups.values(), origins, exclude])
+    method.change(pick_method, method, [*groups.values(), origins, exclude, start_from])
     preset.change(fill_form, preset, controls)
     gr.Timer(2.0).tick(partial(poll, ctx, view), [selected, compare, tails], view.outputs, show_progress="hidden")
     selected.focus(lambda: gr.update(choices=_run_choices(ctx)), outputs=selected)
     compare.focus(lambda: gr.update(choices=_run_choices(ctx)), outputs=compare)
-    start_from.focus(partial(list_starts, ctx), preset, start_from)
+    start_from.focus(partial(list_starts, ctx), [preset, method], start_from)
     exclude.focus(lambda: gr.update(choices=_annotators(ctx)), outputs=exclude)
     for control in (selected, compare):
         control.change(partial(show_run, ctx, view), [selected, compare, tails], view.outputs[1:])
@@ -174,6 +175,8 @@ def _form(config_cls: type, values) -> dict[str, gr.components.Component]:
 def _component(spec: dataclasses.Field, value):
     bounds = describe_range(spec)
     help_text = spec.metadata.get("help", "") + (f" ({bounds})" if bounds else "")
+    if spec.metadata.get("choices"):
+        return gr.Dropdown(list(spec.metadata["choices"]), value=value, label=spec.name, info=spec.metadata["help"])
     if isinstance(spec.default, bool):
         return gr.Checkbox(value=value, label=spec.name, info=help_text)
     if isinstance(spec.default, int | float):
@@ -195,9 +198,10 @@ def _annotators(ctx: Lab) -> list[str]:
     return sorted({c.annotator for c in ctx.store.list_comparisons() if c.annotator})
 
 
-def list_starts(ctx: Lab, preset: str):
-    """A new adapter, or a chat adapter trained on the preset's base (another base's adapter cannot continue)."""
-    adapters = ctx.adapters(kind="chat", base=ctx.model_presets[preset].model)
+def list_starts(ctx: Lab, preset: str, method: str):
+    """A new adapter, or one of the kind this method makes trained on the preset's base (a reward model does not
+    continue a chat adapter, and another base's adapter cannot continue at all)."""
+    adapters = ctx.adapters(kind=get_method(method).adapter_kind, base=ctx.model_presets[preset].model)
     return gr.update(choices=[NEW_ADAPTER, *((a.label, a.run_id) for a in adapters.values())])
 
 
@@ -225,7 +229,7 @@ def queue_run(ctx: Lab, form: NewRunForm, values: dict) -> tuple[str, str]:
         raise UserError(f"Fill in {empty[0]} (Hyperparameters).")
     chosen_start = values[form.start_from]
     if chosen_start and chosen_start != NEW_ADAPTER:
-        overrides["init_adapter"] = str(ctx.adapters(kind="chat")[chosen_start].path)
+        overrides["init_adapter"] = str(ctx.adapters(kind=spec.adapter_kind)[chosen_start].path)
     data_file, options = values[form.data_file] or "", {}
     if spec.data == "demonstrations":
         if not values[form.origins] and not data_file:

@@ -39,9 +39,13 @@ def load_for_training(config: Any, kind: str = "chat") -> tuple[Any, Any, Any]:
     `kind` is "chat" (a causal LM) or "reward" (a one-score sequence classifier whose head trains with it).
     """
     from peft import PeftModel
+    from transformers import set_seed
 
     from lab.models import load_model
 
+    # A new head (a reward model's score layer) and a new adapter are initialised from the global generator
+    # before the trainer seeds it: seeding here makes the run depend on its config alone, not on what ran before.
+    set_seed(config.seed)
     lm = load_model(config.model, config.precision, config.device, kind=kind, progress=lambda m: print(m, flush=True))
     if config.init_adapter:
         return lm, PeftModel.from_pretrained(lm.model, config.init_adapter, is_trainable=True), None
