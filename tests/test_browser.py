@@ -24,7 +24,7 @@ def page(browser, app_url):
 
 
 def test_chat_streams_a_reply(page):
-    page.locator("#chat-input textarea").fill("Name three colors and describe each in one sentence.")
+    page.locator("#chat-input textarea").fill("Write a 200-word story about a dragon who learns to bake bread.")
     page.keyboard.press("Enter")
     reply = page.locator("#chatbot [data-testid='bot']").last
     reply.wait_for(timeout=60_000)
