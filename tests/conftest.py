@@ -97,3 +97,23 @@ def browser():
         instance = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         yield instance
         instance.close()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model_dir):
+    """One short reward run on the "banana" marker pairs (tests/test_reward.py), shared by the tests that read,
+    score or inspect it: (store, run)."""
+    import json
+
+    from test_reward import config, marker_pairs
+
+    from lab import jobs
+    from lab.store import Store
+
+    root = tmp_path_factory.mktemp("reward")
+    store = Store(root / "workspace")
+    data = root / "pairs.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in marker_pairs()), encoding="utf-8")
+    run = jobs.prepare(store, "reward", config(tiny_model_dir), data_file=str(data))
+    assert jobs.execute(store, run.id) == 0
+    return store, run

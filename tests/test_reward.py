@@ -63,18 +63,6 @@ def config(tiny_model_dir, **overrides) -> RewardRunConfig:
     return RewardRunConfig(**{**values, **overrides})
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_model_dir):
-    """One short reward run on the marker pairs, shared by the tests that read or score it."""
-    root = tmp_path_factory.mktemp("reward")
-    store = Store(root / "workspace")
-    data = root / "pairs.jsonl"
-    data.write_text("".join(json.dumps(row) + "\n" for row in marker_pairs()), encoding="utf-8")
-    run = jobs.prepare(store, "reward", config(tiny_model_dir), data_file=str(data))
-    assert jobs.execute(store, run.id) == 0
-    return store, run
-
-
 def test_the_held_out_split_keeps_each_prompt_on_one_side():
     rows = marker_pairs() + marker_pairs()  # every prompt twice
     train, held_out = split_by_prompt(rows, 0.25, seed=1)

@@ -2,29 +2,14 @@
 accuracy has a sane interval, the length baseline and correlation are computed, the worst pairs come first and the
 figures build; the pure length check flags pairs whose chosen answer is always longer and passes a balanced set."""
 
-import json
-
 import plotly.graph_objects as go
 import pytest
-from test_reward import config, marker_pairs
+from test_reward import marker_pairs
 
 from lab import jobs
 from lab.reward_report import ScoredPair, inspect_reward, length_bias, summarise, wilson_interval
-from lab.store import Store
 from lab.train.reward import split_by_prompt
 from lab.train.runs import read_metrics
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_model_dir):
-    """One short reward run on the marker pairs (as in test_reward), inspected by the tests below."""
-    root = tmp_path_factory.mktemp("reward-report")
-    store = Store(root / "workspace")
-    data = root / "pairs.jsonl"
-    data.write_text("".join(json.dumps(row) + "\n" for row in marker_pairs()), encoding="utf-8")
-    run = jobs.prepare(store, "reward", config(tiny_model_dir), data_file=str(data))
-    assert jobs.execute(store, run.id) == 0
-    return store, run
 
 
 @pytest.fixture(scope="module")
