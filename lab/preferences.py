@@ -8,7 +8,10 @@ ratings (TRL's unpaired `prompt`/`completion`/`label` format, as KTO takes it).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -310,3 +313,57 @@ def next_question(status: QueueStatus, typed: str, use_queue: bool) -> tuple[str
     if status.upcoming is None:
         raise ValueError(f"You have voted on every prompt in '{status.queue}': pick another queue or type a prompt.")
     return status.upcoming, queue_source(status.queue)
+
+
+# rewards beside the answers: a reward model's view, shown to the person, never stored with the text
+
+
+def order_by_reward(shown: list[int], rewards: list[float]) -> list[int]:
+    """The display order re-sorted best-first: `shown[p]` is the candidate at position p, `rewards[c]` the reward of
+    candidate c. Equal rewards keep their current positions, so sorting twice changes nothing.
+
+    The vote records the returned order, so ranks and position-bias counts follow what the voter saw.
+    """
+    if sorted(shown) != list(range(len(rewards))):
+        raise ValueError(f"{len(shown)} answers shown but {len(rewards)} rewards: score every candidate.")
+    return sorted(shown, key=lambda candidate: -rewards[candidate])  # sorted() is stable: ties keep their place
+
+
+Scorer = Callable[[list[dict], str], float]  # (the conversation before a reply, the reply) -> its reward
+
+
+@dataclass
+class ReplyRewards:
+    """The reward of each assistant reply in a conversation, and what was scored, kept to score only new replies."""
+
+    rewards: list[float | None]  # one per assistant reply, in order; None where the model cannot read it
+    known: dict[str, float | None]  # by reply_key, for the next call
+    problem: str = ""  # why some reply has no reward (the first reason met while scoring this time), or ""
+
+
+def reply_key(turns: list[dict]) -> str:
+    """A reply's identity: the conversation up to and including it, so a retried or edited reply is scored anew."""
+    return hashlib.sha1(json.dumps(turns, ensure_ascii=False).encode()).hexdigest()
+
+
+def score_replies(turns: list[dict], scorer: Scorer, known: Mapping[str, float | None] | None = None) -> ReplyRewards:
+    """Score each assistant reply in `turns` (plain {"role", "content"} messages, no system prompt) given the turns
+    before it, reusing `known` rewards, so after a turn only the new reply is scored.
+
+    A reply the reward model cannot read (a ValueError from `scorer`, such as too many tokens) gets None, and says
+    why in `problem`; it is remembered as such, so it is not tried again after every turn.
+    """
+    known = dict(known or {})
+    rewards, kept, problem = [], {}, ""
+    for index, message in enumerate(turns):
+        if message["role"] != "assistant" or not message["content"].strip():
+            continue
+        key = reply_key(turns[: index + 1])
+        if key not in known:
+            try:
+                known[key] = float(scorer(turns[:index], message["content"]))
+            except ValueError as err:
+                known[key], problem = None, problem or str(err)
+        kept[key] = known[key]
+        rewards.append(known[key])
+    return ReplyRewards(rewards, kept, problem)

@@ -1,4 +1,5 @@
-"""Chat tab: talk to the loaded model (or one of its adapters), streaming token by token."""
+"""Chat tab: talk to the loaded model (or one of its adapters), streaming token by token; optionally a reward
+model scores each reply, shown under the conversation and never part of it."""
 
 from __future__ import annotations
 
@@ -18,15 +19,22 @@ from lab.generate import (
     stream_chat,
 )
 from lab.models import ModelError
+from lab.preferences import score_replies
 from lab.refs import BASE_VIEW, DEFAULT_MODEL, DEVICES, PRECISIONS, ModelRef
 from lab.store import Conversation
 from ui.errors import UserError
 
 WAIT_FOR_MODEL_S = 600
+NO_REWARD = "none"  # the reward-model dropdowns' "no scoring" choice
 
 
 def list_models(ctx: Lab) -> list[str]:
     return list(dict.fromkeys([DEFAULT_MODEL, *(p.model for p in ctx.model_presets.values())]))
+
+
+def list_reward_models(ctx: Lab) -> list[tuple[str, str]]:
+    """(label, run id) choices for scoring answers: none, then the workspace's reward runs, newest first."""
+    return [(NO_REWARD, NO_REWARD)] + [(a.label, run_id) for run_id, a in ctx.adapters(kind="reward").items()]
 
 
 def list_conversations(ctx: Lab) -> list[tuple[str, int]]:
@@ -48,6 +56,7 @@ def parse_settings(
 
 def build_chat(ctx: Lab) -> None:
     conversation_id = gr.State(None)  # this browser's current conversation in the workspace
+    rewards = gr.State({})  # {reward run id: {reply key: reward}}: what was scored, so a turn scores only its reply
     with gr.Row():
         with gr.Column(scale=3):
             chatbot = gr.Chatbot(
@@ -58,6 +67,7 @@ def build_chat(ctx: Lab) -> None:
                 elem_id="chatbot",
                 placeholder="Ask the model anything.",
             )
+            reward_line = gr.Markdown(elem_id="chat-rewards")  # each reply's reward; never in the conversation
             with gr.Row():
                 message = gr.Textbox(
                     placeholder="Type a message and press Enter",
@@ -104,6 +114,13 @@ def build_chat(ctx: Lab) -> None:
                     elem_id="chat-adapter",
                     info="'base' runs with every adapter disabled",
                 )
+                scorer = gr.Dropdown(
+                    list_reward_models(ctx),
+                    value=NO_REWARD,
+                    label="Score replies with",
+                    elem_id="chat-scorer",
+                    info="A reward model run: each reply's reward shows under the conversation",
+                )
 
     sampling = [system, temperature, top_p, max_new, seed, stop, view]
     submitted = {
@@ -112,13 +129,25 @@ def build_chat(ctx: Lab) -> None:
         "outputs": [message, chatbot, conversation_id],
     }
     reply = {"fn": partial(bot_reply, ctx), "inputs": [chatbot, conversation_id, *sampling], "outputs": chatbot}
+    # Scored once a reply has finished (or was stopped), and again for whatever is shown when the scorer changes.
+    scoring = {
+        "fn": partial(show_rewards, ctx),
+        "inputs": [chatbot, scorer, rewards],
+        "outputs": [rewards, reward_line],
+        "show_progress": "minimal",
+    }
     events = [trigger(**submitted).success(**reply) for trigger in (message.submit, send.click)]
     retry_event = retry.click(drop_last_reply, chatbot, chatbot).then(**reply)
-    stop_button.click(None, cancels=[*events, retry_event])
-    clear.click(lambda: ([], None, ""), outputs=[chatbot, conversation_id, message])
-    chatbot.clear(lambda: None, outputs=conversation_id)  # its trash icon starts a new saved conversation
+    for event in (*events, retry_event):
+        event.then(**scoring)
+    stop_button.click(None, cancels=[*events, retry_event]).then(**scoring)
+    clear.click(lambda: ([], None, ""), outputs=[chatbot, conversation_id, message]).then(**scoring)
+    # its trash icon starts a new saved conversation
+    chatbot.clear(lambda: None, outputs=conversation_id).then(**scoring)
     past.focus(lambda: gr.update(choices=list_conversations(ctx)), outputs=past)
-    past.select(partial(reopen, ctx), past, [chatbot, system, conversation_id])
+    past.select(partial(reopen, ctx), past, [chatbot, system, conversation_id]).then(**scoring)
+    scorer.focus(lambda: gr.update(choices=list_reward_models(ctx)), outputs=scorer)
+    scorer.change(**scoring)
     load.click(partial(load_model, ctx), [model, precision, device], view)
     view.focus(lambda: gr.update(choices=ctx.views()), outputs=view)
 
@@ -205,6 +234,34 @@ def bot_reply(
             history[-1]["content"] = ""
         save(ctx, conversation_id, history, system, view)
     yield [m for m in history if m["role"] != "assistant" or m["content"]]
+
+
+def show_rewards(ctx: Lab, history: list, run_id: str | None, known: dict) -> tuple[dict, str]:
+    """Score the replies on screen not yet scored by this reward run (after a turn: only the new one), each given
+    the conversation before it (the system prompt is the model's instruction, not what the reply is judged on), and
+    list every reply's reward in one line. The conversation itself is never changed."""
+    if not run_id or run_id == NO_REWARD:
+        return {}, ""
+
+    def scorer(turns: list[dict], reply: str) -> float:
+        return ctx.score(run_id, turns, [reply])[0]
+
+    try:
+        scored = score_replies(plain_messages(history), scorer, (known or {}).get(run_id))
+    except ModelError as err:  # the run was deleted, or its base cannot be loaded
+        gr.Warning(str(err))
+        return {}, ""
+    if scored.problem:
+        gr.Warning(f"{scored.problem} That reply has no reward.")
+    return {run_id: scored.known}, format_rewards(scored.rewards)
+
+
+def format_rewards(rewards: list[float | None]) -> str:
+    """Rewards: reply 1 +0.42 · reply 2 −1.10 · reply 3 — (higher is better by the reward model)."""
+    if not rewards:
+        return ""
+    shown = [f"reply {n} **{r:+.2f}**" if r is not None else f"reply {n} —" for n, r in enumerate(rewards, 1)]
+    return "**Rewards:** " + " · ".join(shown)
 
 
 def reopen(ctx: Lab, conversation_id: int | None):

@@ -1,7 +1,8 @@
 """Ranking tab: answers side by side, shuffled and anonymous, voted with the mouse or the keyboard.
 
 Keys (when not typing in a box): 1 = A better, 2 = B better, 3 = tie, 4 = both bad, S = skip,
-U = undo the last vote, N = next prompt.
+U = undo the last vote, N = next prompt. A trained reward model can sort the answers on screen best-first, each
+showing its reward; the vote records the order shown.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from lab.preferences import (
     Side,
     candidate_steps,
     next_question,
+    order_by_reward,
     queue_status,
     shuffled_order,
     vote_ranks,
 )
 from lab.store import Comparison
+from ui.chat import NO_REWARD, list_reward_models
 
 LETTERS = "ABCD"
 ONE_MODEL = "one model, different samples"
@@ -68,12 +71,13 @@ class Screen:
     ranking_row: gr.Row
     rank_boxes: list[gr.Dropdown]
     pair_votes: list[gr.Button]  # "A is better" and "B is better": only for two answers
+    reward_note: gr.Markdown  # under Sort by reward: what the sort did, or why it could not
 
     @property
     def task_view(self) -> list:
         """What showing a new task updates (the outputs of Next and Generate)."""
         parts = [self.task, self.typed, self.note, self.progress, self.outcome, self.ranking_row]
-        return [*parts, *self.panes, *self.rank_boxes, *self.pair_votes]
+        return [*parts, *self.panes, *self.rank_boxes, *self.pair_votes, self.reward_note]
 
 
 def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
@@ -148,10 +152,22 @@ def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
                 undo = gr.Button("Undo last vote (U)", size="sm", elem_id="vote-undo")
             outcome = gr.Markdown(elem_id="vote-outcome")
         with gr.Column(scale=1):
+            with gr.Group():
+                reward_model = gr.Dropdown(
+                    list_reward_models(ctx),
+                    value=NO_REWARD,
+                    label="Reward model",
+                    elem_id="rank-reward-model",
+                    info="A trained reward run, to sort the answers on screen best-first",
+                )
+                sort_button = gr.Button("Sort by reward", size="sm", elem_id="rank-sort")
+            reward_note = gr.Markdown(elem_id="rank-reward-note")
             guidelines = gr.Markdown(guidelines_text(ctx, scenario_names[0]), elem_id="guidelines")
 
     setup = [annotator, queue, typed, mode, k, temperature, view_a, system_a, view_b, system_b]
-    screen = Screen(task, typed, note, progress, outcome, reason, panes, ranking_row, rank_boxes, [vote_a, vote_b])
+    screen = Screen(
+        task, typed, note, progress, outcome, reason, panes, ranking_row, rank_boxes, [vote_a, vote_b], reward_note
+    )
     app.load(None, js=SHORTCUTS)
     # The browser's stored value arrives after the page loads, as a change of the BrowserState: restore it then.
     annotator.change(lambda name: name, annotator, annotator_memory)
@@ -179,6 +195,13 @@ def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
             [task, outcome, progress, reason],
         )
     undo.click(partial(undo_vote, ctx, screen), [annotator, queue, mode], [outcome, progress])
+    reward_model.focus(lambda: gr.update(choices=list_reward_models(ctx)), outputs=reward_model)
+    sort_button.click(
+        partial(sort_by_reward, ctx, screen),
+        [task, reward_model],
+        [task, reward_note, *panes, *rank_boxes],
+        show_progress="minimal",
+    )
 
 
 def guidelines_text(ctx: Lab, scenario: str) -> str:
@@ -262,10 +285,7 @@ def show_task(screen: Screen, question: str, source: str, candidates: list[dict]
         "shown": order,
         "source": source,
     }
-    shown = {
-        screen.panes[p]: gr.update(value=f"**{LETTERS[p]}**\n\n{candidates[c]['text']}", visible=True)
-        for p, c in enumerate(order)
-    }
+    shown = {screen.panes[p]: gr.update(value=pane_text(p, candidates[c]), visible=True) for p, c in enumerate(order)}
     hidden = {pane: gr.update(value="", visible=False) for pane in screen.panes[count:]}
     boxes = {
         box: gr.update(visible=n < count, choices=list(range(1, count + 1)), value=n + 1 if n < count else None)
@@ -279,10 +299,43 @@ def show_task(screen: Screen, question: str, source: str, candidates: list[dict]
         screen.progress: status.text,
         screen.outcome: "Which answer is better?",
         screen.ranking_row: gr.update(visible=count > 2),
+        screen.reward_note: "",
         **shown,
         **hidden,
         **boxes,
         **pair,
+    }
+
+
+def pane_text(position: int, candidate: dict, reward: float | None = None) -> str:
+    """One answer pane: its letter (with its reward, once sorted by a reward model), then the answer."""
+    head = f"**{LETTERS[position]}**" if reward is None else f"**{LETTERS[position]}** · reward {reward:+.2f}"
+    return f"{head}\n\n{candidate['text']}"
+
+
+def sort_by_reward(ctx: Lab, screen: Screen, task: dict | None, run_id: str | None) -> dict:
+    """Score the answers on screen with a reward run and show them best-first, each with its reward.
+
+    The new order is the task's `shown`, so the vote records what the voter saw: ranks stay the candidates' own and
+    position-bias counts follow the screen. The rank boxes reset to the reward's order.
+    """
+    if not run_id or run_id == NO_REWARD:
+        return {screen.reward_note: "**Pick a reward model first.**"}
+    if not task:
+        return {screen.reward_note: "**Press Next prompt first:** there are no answers to sort yet."}
+    candidates = task["candidates"]
+    try:
+        rewards = ctx.score(run_id, task["prompt"], [c["text"] for c in candidates])
+        shown = order_by_reward(task["shown"], rewards)
+    except (ModelError, ValueError) as err:  # no such reward run any more, an answer longer than the model reads
+        return {screen.reward_note: f"**{err}**"}
+    panes = {screen.panes[p]: pane_text(p, candidates[c], rewards[c]) for p, c in enumerate(shown)}
+    boxes = {box: n + 1 for n, box in enumerate(screen.rank_boxes[: len(shown)])}
+    return {
+        screen.task: {**task, "shown": shown, "rewards": rewards},
+        screen.reward_note: f"Sorted best-first by reward model {run_id}.",
+        **panes,
+        **boxes,
     }
 
 
