@@ -25,6 +25,8 @@ from lab.models import ModelError, ModelManager, list_models
 from lab.refs import BASE_VIEW, DEFAULT_MODEL, DEVICES, PRECISIONS
 from lab.train import METHODS
 
+WORKSPACE_DATA = "workspace"  # --data workspace: the workspace's own data, as no --data does
+
 
 def cmd_models(args: argparse.Namespace) -> int:
     """List the models the lab can load here and whether each is already converted in the cache."""
@@ -59,25 +61,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     from lab.presets import model_presets
     from lab.store import Store
     from lab.train import get_method
-    from lab.train.config import config_from_preset
 
     method = get_method(args.method)
     flags = {key.removeprefix("field_"): value for key, value in vars(args).items() if key.startswith("field_")}
     overrides = {**parse_overrides(args.set or []), **flags}
     if args.config:  # a run's config.yaml reproduces the run: its own data file too, unless --data says otherwise
         config = method.config.from_file(args.config).replace(**overrides)
-        data_file = args.data or config.data
+        data_file = config.data if args.data is None else args.data
     else:
         presets = model_presets()
         if args.preset not in presets:
             raise ValueError(f"--preset {args.preset}: choose one of {', '.join(presets)}")
-        config = config_from_preset(method.config, presets[args.preset], overrides, where="command line")
+        config = method.config_for(presets[args.preset], overrides, where="command line")
         data_file = args.data or ""
+    data_file = "" if data_file == WORKSPACE_DATA else data_file
     store = Store(args.workspace)
     busy = jobs.active_run(store)
     if busy is not None:
         raise ValueError(f"Run {busy.id} is training in this workspace; wait for it or stop it first.")
-    options = {"origins": args.origin} if method.data == "demonstrations" else {"exclude_annotators": args.exclude}
+    options = {}
+    if method.data == "demonstrations":
+        options = {"origins": args.origin}
+    elif method.data == "preferences":
+        from lab.train.snapshot import count_pairs, preference_votes
+
+        options = {"exclude_annotators": args.exclude, "exclude_flagged": args.exclude_flagged}
+        options["scenario"] = args.scenario or ""
+        votes = preference_votes(store, data_file, **options)[0]
+        print(count_pairs(votes, config.eval_fraction).text(), file=sys.stderr)
     run = jobs.prepare(store, args.method, config, name=args.name or "", data_file=data_file, **options)
     print(f"Run {run.id}: {jobs.run_dir(store, run.id)}", file=sys.stderr)
     with _tee(jobs.run_dir(store, run.id) / "log.txt"):
@@ -243,13 +254,21 @@ def _method_parser(methods: argparse._SubParsersAction, method, parents: list) -
     )
     parser.add_argument("--preset", default="cpu-default", help="a model preset from presets/models/")
     parser.add_argument("--config", default=None, help="a config.yaml (a run's, to reproduce it); flags override it")
-    parser.add_argument("--data", default=None, help=f"training file (default: the workspace's {method.data})")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help=f"a training file, or '{WORKSPACE_DATA}' (the default): the workspace's {method.data}",
+    )
     parser.add_argument("--name", default=None, help="a name for the run")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     if method.data == "demonstrations":
         parser.add_argument("--origin", action="append", help="train only on demonstrations of this origin")
     if method.data == "preferences":
         parser.add_argument("--exclude", action="append", metavar="ANNOTATOR", help="leave out this annotator's votes")
+        parser.add_argument(
+            "--exclude-flagged", action="store_true", help="leave out the annotators the Arena flags as careless"
+        )
+        parser.add_argument("--scenario", help="train only on the votes cast in this scenario's queue")
     groups: dict[str, argparse._ArgumentGroup] = {}
     for spec in dataclasses.fields(method.config):
         if spec.name == "data":

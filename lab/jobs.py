@@ -14,6 +14,7 @@ tail of its log.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import secrets
 import shutil
@@ -56,7 +57,8 @@ def prepare(store: Store, method: str, config: Any, name: str = "", data_file: s
     """Freeze the data into a new run folder, write config.yaml, record provenance, and queue the run's row.
 
     The data is `data_file` when given, else the workspace's data of the kind the method trains on
-    (`origins=[...]` filters demonstrations, `exclude_annotators=[...]` preferences). Nothing is left
+    (`origins=[...]` filters demonstrations; `exclude_annotators=[...]`, `exclude_flagged=True` and
+    `scenario=NAME` select the votes of preferences, see lab.train.snapshot.preference_votes). Nothing is left
     behind when the data is refused.
     """
     from lab.train.snapshot import snapshot
@@ -75,7 +77,7 @@ def prepare(store: Store, method: str, config: Any, name: str = "", data_file: s
     provenance = {
         "base_model": config.model,
         "parent_adapter": _parent(store, config.init_adapter),
-        "data": {"source": source.source, "rows": source.rows, "sha256": source.sha256},
+        "data": dataclasses.asdict(source),
         "reward_model": None,
     }
     run = Run(run_id, method, config.to_dict(), name=name, device=config.device, provenance=provenance)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -49,6 +49,11 @@ class ModelPreset(_Strict):
     lora: LoraDefaults = LoraDefaults()
     max_prompt_length: int = Field(512, gt=0)
     max_length: int = Field(1024, gt=0)
+    recipes: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per training method, the config values that suit this tier (learning rate, batch, epochs…): "
+        "applied over the method's defaults, under what the user sets; checked when a config is built.",
+    )
 
     @model_validator(mode="after")
     def _lengths(self) -> ModelPreset:

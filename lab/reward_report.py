@@ -13,6 +13,7 @@ most wrong, and two plotly figures.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -22,7 +23,7 @@ import plotly.graph_objects as go
 
 if TYPE_CHECKING:
     from lab.rewards import Prompt
-    from lab.store import Store
+    from lab.store import Comparison, Store
 
 R_SQUARED_LIMIT = 0.5  # length "explains" the reward above this share of its variance
 LONGER_PREFERRED_LIMIT = 0.7  # pairs whose longer answer is chosen this often teach length rather than quality
@@ -121,6 +122,9 @@ class RewardReport:
     accuracy_ci: tuple[float, float]  # 95% Wilson interval
     length: LengthBias
     worst: list[ScoredPair] = field(default_factory=list)  # largest rejected-minus-chosen margin first
+    # The annotators' agreement with each other on the items two or more voted ({"items", "percent"}), from the
+    # run's provenance: the ceiling of a reward model's accuracy on these labels. None for data from a file.
+    agreement: dict | None = None
 
     @property
     def n_pairs(self) -> int:
@@ -148,9 +152,21 @@ class RewardReport:
             f"**Held-out accuracy {self.accuracy:.1%}** (95% CI {low:.1%} to {high:.1%}, {self.n_pairs} pairs); "
             f"always preferring the longer answer scores {self.length_baseline:.1%}. Reward against length: r = {r}."
         ]
+        lines.append(self.ceiling())
         if self.length_explains_reward:
             lines.append("Length alone explains more than half of the reward's variance: check for a length bias.")
         return "  \n".join(lines)
+
+    def ceiling(self) -> str:
+        """The annotators' own agreement in one sentence, or why it is not known."""
+        if self.agreement is None:
+            return "The annotators' agreement is not known for data from a file."
+        if not self.agreement.get("items") or self.agreement.get("percent") is None:
+            return "The annotators' agreement is not measured yet: no item was voted on by two people."
+        return (
+            f"The annotators agree with each other on {self.agreement['percent']:.1%} of the "
+            f"{self.agreement['items']} items two or more voted on: the ceiling for a model trained on their labels."
+        )
 
     def reward_histogram(self) -> go.Figure:
         """Rewards of chosen and of rejected answers, overlaid: a good model separates the two humps."""
@@ -177,8 +193,8 @@ class RewardReport:
         return fig
 
 
-def summarise(run_id: str, pairs: list[ScoredPair], top_k: int = TOP_K) -> RewardReport:
-    """The report for pairs already scored."""
+def summarise(run_id: str, pairs: list[ScoredPair], top_k: int = TOP_K, agreement: dict | None = None) -> RewardReport:
+    """The report for pairs already scored; `agreement` is the votes' agreement the run's data recorded."""
     if not pairs:
         raise ValueError(f"Run {run_id} has no held-out pairs to inspect: train it with eval_fraction above 0.")
     right = sum(p.chosen_reward > p.rejected_reward for p in pairs)
@@ -189,7 +205,8 @@ def summarise(run_id: str, pairs: list[ScoredPair], top_k: int = TOP_K) -> Rewar
         [p.rejected_reward for p in pairs],
     )
     worst = sorted(pairs, key=lambda p: p.margin, reverse=True)[:top_k]
-    return RewardReport(run_id, pairs, right / len(pairs), wilson_interval(right, len(pairs)), length, worst)
+    accuracy, interval = right / len(pairs), wilson_interval(right, len(pairs))
+    return RewardReport(run_id, pairs, accuracy, interval, length, worst, agreement)
 
 
 def split_answer(prompt: Prompt, answer: str | list[dict]) -> tuple[Prompt, str]:
@@ -234,6 +251,8 @@ def inspect_reward(
     rows = held_out_rows(store, run_id)
     if not rows:  # before loading a model: an empty split is a config problem, said in one sentence
         return summarise(run_id, [], top_k)
+    data = (store.get_run(run_id).provenance or {}).get("data") or {}
+    agreement = (data.get("details") or {}).get("agreement")
     lm = load_reward_model(store, run_id, precision=precision, device=device, progress=lambda _: None)
     chosen = [split_answer(row["prompt"], row["chosen"]) for row in rows]
     rejected = [split_answer(row["prompt"], row["rejected"]) for row in rows]
@@ -242,4 +261,20 @@ def inspect_reward(
         ScoredPair(row["prompt"], c[1], r[1], rewards[i], rewards[len(rows) + i])
         for i, (row, c, r) in enumerate(zip(rows, chosen, rejected, strict=True))
     ]
-    return summarise(run_id, pairs, top_k)
+    return summarise(run_id, pairs, top_k, agreement)
+
+
+def votes_behind(store: Store, pair: ScoredPair) -> list[Comparison]:
+    """The live workspace votes that made this pair (its prompt, its chosen answer ranked above its rejected one):
+    where a wrong label is fixed, by withdrawing the vote."""
+    from lab.preferences import ranked_pairs
+
+    prompt = json.dumps(pair.prompt, sort_keys=True)
+    found = []
+    for vote in store.list_comparisons():
+        if vote.verdict != "ranked" or json.dumps(vote.prompt, sort_keys=True) != prompt:
+            continue
+        texts = [c["text"] for c in vote.candidates]
+        if any((texts[b], texts[w]) == (pair.chosen, pair.rejected) for b, w in ranked_pairs(vote.ranks)):
+            found.append(vote)
+    return found

@@ -232,6 +232,30 @@ class Lab:
 
         return export_preferences(self.store, path, tuple(exclude_annotators), negatives=negatives)
 
+    def count_pairs(
+        self,
+        data: str | Path = "",
+        *,
+        exclude_annotators: tuple[str, ...] = (),
+        exclude_flagged: bool = False,
+        scenario: str = "",
+        eval_fraction: float = 0.1,
+    ):
+        """What a reward or DPO run on this data would train on (lab.train.snapshot.PairCount): pairs, votes,
+        prompts, the prompts held out, and a warning when the pairs are too few. `data` is a file, else the
+        workspace's votes less the annotators excluded or flagged, or only those of `scenario`'s queue."""
+        from lab.train.snapshot import count_pairs, preference_votes
+
+        votes, _ = preference_votes(self.store, str(data or ""), exclude_annotators, exclude_flagged, scenario)
+        return count_pairs(votes, eval_fraction)
+
+    def inspect_reward(self, run_id: str, batch_size: int = 8):
+        """A reward run on its held-out pairs (lab.reward_report.RewardReport): accuracy with a 95% interval,
+        the longer-answer baseline, the annotators' agreement, reward against length, the worst pairs."""
+        from lab.reward_report import inspect_reward
+
+        return inspect_reward(self.store, run_id, batch_size)
+
     def leaderboard(self):
         """Bradley-Terry scores of the model references that were compared, with 95% bootstrap intervals."""
         from lab import arena
@@ -276,11 +300,10 @@ class Lab:
     def config(self, method: str, preset: str = "cpu-default", **overrides: Any):
         """The method's config from a model preset and overrides, checked (a bad key or value names the key)."""
         from lab.train import get_method
-        from lab.train.config import config_from_preset
 
         if preset not in self.model_presets:
             raise ValueError(f"preset '{preset}': choose one of {', '.join(self.model_presets)}")
-        return config_from_preset(get_method(method).config, self.model_presets[preset], overrides, where=method)
+        return get_method(method).config_for(self.model_presets[preset], overrides, where=method)
 
     def train(
         self,

@@ -18,7 +18,7 @@ from lab.curves import curves, progress
 from lab.fields import describe_range
 from lab.store import ORIGINS
 from lab.train import METHODS, get_method
-from lab.train.config import config_from_preset, form_fields, group_of
+from lab.train.config import form_fields, group_of
 from lab.train.runs import MetricsTail, log_tail, read_samples
 from ui.errors import UserError
 
@@ -186,7 +186,7 @@ def _component(spec: dataclasses.Field, value):
 
 
 def _preset_config(ctx: Lab, method: str, preset: str):
-    return config_from_preset(get_method(method).config, ctx.model_presets[preset], where=f"preset {preset}")
+    return get_method(method).config_for(ctx.model_presets[preset], where=f"preset {preset}")
 
 
 def _run_choices(ctx: Lab) -> list[tuple[str, str]]:
@@ -238,9 +238,7 @@ def queue_run(ctx: Lab, form: NewRunForm, values: dict) -> tuple[str, str]:
     elif spec.data == "preferences":
         options["exclude_annotators"] = values[form.exclude] or []
     try:
-        config = config_from_preset(
-            spec.config, ctx.model_presets[values[form.preset]], overrides, where="Hyperparameters"
-        )
+        config = spec.config_for(ctx.model_presets[values[form.preset]], overrides, where="Hyperparameters")
         run = jobs.prepare(ctx.store, spec.name, config, name=values[form.name].strip(), data_file=data_file, **options)
         run = jobs.submit(ctx.store, run)
     except (ValueError, KeyError) as err:

@@ -179,6 +179,21 @@ class AnnotationTables(Database):
             db.execute("UPDATE comparisons SET deleted_at = ? WHERE id = ?", (now(), row["id"]))
         return from_row(Comparison, row)
 
+    def withdraw_comparisons(self, ids: list[int]) -> list[int]:
+        """Withdraw these live votes (kept in the database, marked withdrawn); returns the ids withdrawn."""
+        if not ids:
+            return []
+        marks = ", ".join("?" * len(ids))
+        with self._write() as db:
+            live = [
+                r["id"]
+                for r in db.execute(
+                    f"SELECT id FROM comparisons WHERE deleted_at IS NULL AND id IN ({marks})", tuple(ids)
+                )
+            ]
+            db.executemany("UPDATE comparisons SET deleted_at = ? WHERE id = ?", [(now(), i) for i in live])
+        return live
+
     def list_comparisons(self, exclude_annotators: tuple[str, ...] = (), source: str | None = None) -> list[Comparison]:
         """Live votes, oldest first."""
         query, args = "SELECT * FROM comparisons WHERE deleted_at IS NULL", []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from lab.fields import Checked
 from lab.train import reward, sft
@@ -42,6 +43,13 @@ class Method:
     def __post_init__(self) -> None:
         if self.data not in DATA or self.produces not in PRODUCTS:
             raise ValueError(f"method {self.name}: data must be one of {DATA}, produces one of {tuple(PRODUCTS)}")
+
+    def config_for(self, preset: Any, overrides: dict | None = None, where: str = "--set") -> Checked:
+        """This method's config from a model preset, the preset's recipe for this method, then `overrides`."""
+        from lab.train.config import config_from_preset
+
+        recipe = preset.recipes.get(self.name, {})
+        return config_from_preset(self.config, preset, overrides, where, recipe)
 
     @property
     def adapter_kind(self) -> str | None:

@@ -101,8 +101,11 @@ class TrainConfig(DataSettings, OptimSettings, LoraSettings, ModelSettings, Chec
             raise ValueError("key 'max_steps': set max_steps > 0, or max_steps -1 with epochs > 0")
 
 
-def config_from_preset(cls: type, preset: Any, overrides: dict | None = None, where: str = "--set") -> Any:
-    """A method's config from a model preset (model, precision, device, LoRA, max length), then the overrides."""
+def config_from_preset(
+    cls: type, preset: Any, overrides: dict | None = None, where: str = "--set", recipe: dict | None = None
+) -> Any:
+    """A method's config from a model preset (model, precision, device, LoRA, max length), then the preset's
+    `recipe` for the method (its tier's learning rate, batch…), then the overrides."""
     overrides = dict(overrides or {})
     if preset.precision == "8bit" and "precision" not in overrides:
         raise ValueError(
@@ -121,7 +124,8 @@ def config_from_preset(cls: type, preset: Any, overrides: dict | None = None, wh
         "max_length": preset.max_length,
     }
     names = {f.name for f in dataclasses.fields(cls)}
-    return cls.from_dict({**{k: v for k, v in values.items() if k in names}, **overrides}, where)
+    preset_values = {**{k: v for k, v in values.items() if k in names}, **(recipe or {})}
+    return cls.from_dict({**preset_values, **overrides}, where)
 
 
 def form_fields(cls: type) -> list[dataclasses.Field]:

@@ -10,10 +10,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lab.data import DataFileError, write_jsonl
+
+if TYPE_CHECKING:
+    from lab.store import Comparison, Store
+
+MIN_PAIRS = 50  # fewer preference pairs than this teach a reward model little beyond memorising them
 
 
 @dataclass(frozen=True)
@@ -23,31 +29,96 @@ class DataSource:
     source: str  # "workspace demonstrations (human, teacher)", "file signoff.jsonl", …
     rows: int
     sha256: str  # of data.jsonl as frozen in the run folder
+    details: dict = field(default_factory=dict)  # what the data's kind adds: the votes' agreement for preferences
 
     def describe(self) -> str:
         return f"{self.source}: {self.rows} rows, sha256 {self.sha256[:12]}"
 
 
-def _demonstration_rows(store, data_file: str, options: dict) -> tuple[list[dict], str]:
+def _demonstration_rows(store, data_file: str, options: dict) -> tuple[list[dict], str, dict]:
     from lab.data import read_records, to_demonstrations
 
     if not data_file:
         origins = options.get("origins")
         demos = store.list_demonstrations(origins=origins or None, status="accepted")[::-1]
         where = f"workspace demonstrations ({', '.join(origins)})" if origins else "workspace demonstrations"
-        return [{"messages": d.messages} for d in demos], where
+        return [{"messages": d.messages} for d in demos], where, {}
     demos = to_demonstrations(read_records(data_file), source=str(data_file))
-    return [{"messages": d.messages} for d in demos], f"file {Path(data_file).name}"
+    return [{"messages": d.messages} for d in demos], f"file {Path(data_file).name}", {}
 
 
-def _preference_rows(store, data_file: str, options: dict) -> tuple[list[dict], str]:
-    from lab.preferences import preference_rows, preview_preferences
+def preference_votes(
+    store: Store,
+    data_file: str = "",
+    exclude_annotators: tuple[str, ...] | list[str] = (),
+    exclude_flagged: bool = False,
+    scenario: str = "",
+) -> tuple[list[Comparison], str]:
+    """The votes a preference run trains on, and where they came from in words: the comparisons of `data_file`,
+    else the workspace's, less the annotators named, the annotators the Arena flags (when `exclude_flagged`),
+    and the votes outside a scenario's queue (when `scenario` is given)."""
+    from lab.preferences import preview_preferences, queue_source
 
-    if not data_file:
-        excluded = tuple(options.get("exclude_annotators") or ())
-        left_out = f", without {', '.join(excluded)}" if excluded else ""
-        return preference_rows(store.list_comparisons(excluded)), f"workspace comparisons{left_out}"
-    return preference_rows(preview_preferences(data_file).comparisons), f"file {Path(data_file).name}"
+    if data_file:
+        return preview_preferences(data_file).comparisons, f"file {Path(data_file).name}"
+    excluded = tuple(exclude_annotators or ())
+    if exclude_flagged:
+        from lab.arena import annotator_report
+
+        report = annotator_report(store.list_comparisons())
+        excluded += tuple(name for name in report.loc[report["flagged"], "annotator"] if name not in excluded)
+    votes = store.list_comparisons(excluded, source=queue_source(scenario) if scenario else None)
+    where = f"workspace comparisons of scenario {scenario}" if scenario else "workspace comparisons"
+    return votes, where + (f", without {', '.join(excluded)}" if excluded else "")
+
+
+@dataclass(frozen=True)
+class PairCount:
+    """What a set of votes gives a reward model, said before it trains."""
+
+    votes: int
+    pairs: int
+    prompts: int  # distinct prompts: the unit the held-out split draws
+    no_pair: int  # ties, both-bad and skipped votes, which say no answer is better
+    held_out_prompts: int  # at the run's eval_fraction, as lab.train.reward.split_by_prompt holds them out
+
+    @property
+    def warning(self) -> str | None:
+        if self.pairs < MIN_PAIRS:
+            return (
+                f"{self.pairs} pairs are too few to learn from: a reward model needs a few hundred to generalise; "
+                f"below {MIN_PAIRS} it mostly memorises them."
+            )
+        if self.held_out_prompts == 0:
+            return "No prompt is held out at this eval_fraction, so the accuracy cannot be measured: raise it."
+        return None
+
+    def text(self) -> str:
+        """The counts in one line, then the warning if any."""
+        line = (
+            f"{self.pairs} preference pairs from {self.votes} votes on {self.prompts} prompts "
+            f"({self.no_pair} ties, both-bad or skipped votes give none); {self.held_out_prompts} prompts held out."
+        )
+        return line + (f"\nWarning: {self.warning}" if self.warning else "")
+
+
+def count_pairs(votes: list[Comparison], eval_fraction: float = 0.1) -> PairCount:
+    """The pairs `votes` give as training rows, and how many prompts the held-out split takes."""
+    from lab.preferences import preference_rows
+
+    rows = preference_rows(votes)
+    prompts = len({json.dumps(row["prompt"], sort_keys=True) for row in rows})
+    no_pair = sum(1 for c in votes if c.verdict != "ranked" or len(set(c.ranks)) == 1)
+    return PairCount(len(votes), len(rows), prompts, no_pair, int(prompts * eval_fraction))
+
+
+def _preference_rows(store, data_file: str, options: dict) -> tuple[list[dict], str, dict]:
+    from lab.arena import agreement
+    from lab.preferences import preference_rows
+
+    votes, where = preference_votes(store, data_file, **options)
+    agreed = agreement(votes)  # the annotators' own agreement: the ceiling a reward model's accuracy is read against
+    return preference_rows(votes), where, {"agreement": {"items": agreed["items"], "percent": agreed["percent"]}}
 
 
 DATA_KINDS: dict[str, Callable] = {"demonstrations": _demonstration_rows, "preferences": _preference_rows}
@@ -60,7 +131,7 @@ EMPTY = {
 def snapshot(store, run_dir: Path, kind: str, data_file: str = "", **options) -> DataSource:
     """Write the run's data.jsonl (a validated copy of `data_file`, else the workspace's data of this kind)."""
     try:
-        rows, where = DATA_KINDS[kind](store, data_file, options)
+        rows, where, details = DATA_KINDS[kind](store, data_file, options)
     except DataFileError as err:
         raise DataFileError(f"{Path(data_file).name}, {err}" if data_file else str(err)) from err
     if not rows:
@@ -68,7 +139,7 @@ def snapshot(store, run_dir: Path, kind: str, data_file: str = "", **options) ->
     run_dir.mkdir(parents=True, exist_ok=True)
     target = run_dir / "data.jsonl"
     write_jsonl(target, rows)
-    return DataSource(where, len(rows), hashlib.sha256(target.read_bytes()).hexdigest())
+    return DataSource(where, len(rows), hashlib.sha256(target.read_bytes()).hexdigest(), details)
 
 
 def read_rows(path: str | Path) -> list[dict]:
