@@ -81,7 +81,20 @@ def build_chat(ctx: Lab) -> None:
                 stop_button = gr.Button("Stop", size="sm")
                 retry = gr.Button("Retry", size="sm")
                 clear = gr.Button("New chat", size="sm")
-            past = gr.Dropdown(label="Reopen a saved conversation", choices=list_conversations(ctx), value=None)
+            with gr.Row():
+                past = gr.Dropdown(
+                    label="Reopen a saved conversation",
+                    choices=list_conversations(ctx),
+                    value=None,
+                    info="Every chat is saved in the workspace as it goes",
+                )
+                scorer = gr.Dropdown(
+                    list_reward_models(ctx),
+                    value=NO_REWARD,
+                    label="Score replies with",
+                    elem_id="chat-scorer",
+                    info="A reward model: each reply's reward shows below",
+                )
         with gr.Column(scale=2):
             system = gr.Textbox(label="System prompt", lines=3, placeholder="Optional, e.g. 'Answer in one sentence.'")
             with gr.Accordion("Sampling", open=True):
@@ -113,13 +126,6 @@ def build_chat(ctx: Lab) -> None:
                     label="Adapter",
                     elem_id="chat-adapter",
                     info="'base' runs with every adapter disabled",
-                )
-                scorer = gr.Dropdown(
-                    list_reward_models(ctx),
-                    value=NO_REWARD,
-                    label="Score replies with",
-                    elem_id="chat-scorer",
-                    info="A reward model run: each reply's reward shows under the conversation",
                 )
 
     sampling = [system, temperature, top_p, max_new, seed, stop, view]

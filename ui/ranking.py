@@ -333,7 +333,7 @@ def sort_by_reward(ctx: Lab, screen: Screen, task: dict | None, run_id: str | No
     boxes = {box: n + 1 for n, box in enumerate(screen.rank_boxes[: len(shown)])}
     return {
         screen.task: {**task, "shown": shown, "rewards": rewards},
-        screen.reward_note: f"Sorted best-first by reward model {run_id}.",
+        screen.reward_note: "Sorted best-first by reward; your vote records this order.",
         **panes,
         **boxes,
     }
