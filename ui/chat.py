@@ -93,7 +93,7 @@ def build_chat(ctx: Lab) -> None:
                     value=NO_REWARD,
                     label="Score replies with",
                     elem_id="chat-scorer",
-                    info="A reward model: each reply's reward shows below",
+                    info="A reward model: rewards show under the chat",
                 )
         with gr.Column(scale=2):
             system = gr.Textbox(label="System prompt", lines=3, placeholder="Optional, e.g. 'Answer in one sentence.'")
