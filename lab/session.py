@@ -37,6 +37,8 @@ from lab.presets import (
 from lab.refs import BASE_VIEW, DEFAULT_MODEL
 from lab.store import Store
 
+DATA_OPTIONS = ("origins", "exclude_annotators", "exclude_flagged", "scenario")  # Lab.train: the data, not the config
+
 
 @dataclass
 class TrainingRun:
@@ -316,11 +318,15 @@ class Lab:
         **overrides,
     ) -> TrainingRun:
         """Queue a training run of `method` on the workspace's data (or the file `data`) and start it when the
-        device is free; returns the run at once. `config` is a ready config object; else `preset` + overrides."""
+        device is free; returns the run at once. `config` is a ready config object; else `preset` + overrides.
+
+        Keywords that choose the workspace's data go to it, not to the config: `origins` for demonstrations;
+        `exclude_annotators`, `exclude_flagged` and `scenario` for preferences (see Lab.count_pairs)."""
         from lab import jobs
 
+        options = {key: overrides.pop(key) for key in DATA_OPTIONS if key in overrides}
         config = config if config is not None else self.config(method, preset, **overrides)
-        run = jobs.prepare(self.store, method, config, name=name, data_file=str(data or ""))
+        run = jobs.prepare(self.store, method, config, name=name, data_file=str(data or ""), **options)
         jobs.submit(self.store, run)
         return TrainingRun(self, run.id)
 

@@ -120,7 +120,7 @@ def test_the_training_form_refuses_values_out_of_range(tmp_path, field, value):
     with gr.Blocks():
         form = build_training(lab)
     values = {form.method: "sft", form.preset: "cpu-default", form.name: "", form.start_from: "(new adapter)"}
-    values |= {form.origins: ["human"], form.exclude: [], form.data_file: str(SIGNOFF)}
+    values |= {form.origins: ["human"], form.data_file: str(SIGNOFF), **{c: c.value for c in form.votes.inputs}}
     values |= {control: control.value for control in form.fields["sft"].values()}
     values[form.fields["sft"][field]] = value
     with pytest.raises(UserError, match=rf"key '{field}' is .*; it must be in \["):

@@ -11,6 +11,7 @@ from ui.demonstrations import build_demonstrations
 from ui.downloads import forget_session
 from ui.prompting import build_prompting
 from ui.ranking import build_ranking
+from ui.reward import build_reward
 from ui.training import build_training
 
 CSS = """
@@ -42,6 +43,8 @@ def build_app(ctx: Lab) -> gr.Blocks:
             build_ranking(ctx, app)
         with gr.Tab("Arena", id="arena") as arena:
             build_arena(ctx, arena)
+        with gr.Tab("Reward", id="reward"):
+            build_reward(ctx)
 
         def forget(request: gr.Request) -> None:  # Gradio injects the request by this annotation
             forget_session(ctx, request)

@@ -21,6 +21,7 @@ from lab.train import METHODS, get_method
 from lab.train.config import form_fields, group_of
 from lab.train.runs import MetricsTail, log_tail, read_samples
 from ui.errors import UserError
+from ui.votes import VotePicker, build_vote_picker, pair_count
 
 RUN_COLUMNS = ["id", "name", "method", "status", "steps", "final loss", "created"]
 SAMPLE_COLUMNS = ["step", "prompt", "completion"]
@@ -64,12 +65,7 @@ def build_training(ctx: Lab) -> NewRunForm:
                 info="Compare human-only, teacher-only or both",
                 visible=METHODS[first_method].data == "demonstrations",
             )
-            exclude = gr.Dropdown(
-                [],
-                multiselect=True,
-                label="Leave out these annotators' votes",
-                visible=METHODS[first_method].data == "preferences",
-            )
+            votes = build_vote_picker(ctx, visible=METHODS[first_method].data == "preferences", elem_prefix="train")
             data_file = gr.File(
                 label="…or train on a file instead (JSONL, JSON, CSV or Parquet)",
                 file_types=[".jsonl", ".json", ".csv", ".parquet"],
@@ -119,7 +115,7 @@ def build_training(ctx: Lab) -> NewRunForm:
         return {
             **shown,
             origins: gr.update(visible=spec.data == "demonstrations"),
-            exclude: gr.update(visible=spec.data == "preferences", choices=_annotators(ctx)),
+            votes.box: gr.update(visible=spec.data == "preferences"),
             start_from: gr.update(choices=[NEW_ADAPTER], value=NEW_ADAPTER),  # the other method's kind no longer fits
         }
 
@@ -131,24 +127,26 @@ def build_training(ctx: Lab) -> NewRunForm:
             return {}
         return {forms[m][f]: getattr(configs[m], f) for m in forms for f in forms[m]}
 
-    form = NewRunForm(method, preset, name, start_from, origins, exclude, data_file, forms)
+    form = NewRunForm(method, preset, name, start_from, origins, votes, data_file, forms)
 
     def start_run(values: dict):
         message, run_id = queue_run(ctx, form, values)
         return {start_message: message, selected: gr.update(choices=_run_choices(ctx), value=run_id)}
 
-    method.change(pick_method, method, [*groups.values(), origins, exclude, start_from])
+    method.change(pick_method, method, [*groups.values(), origins, votes.box, start_from])
     preset.change(fill_form, preset, controls)
     gr.Timer(2.0).tick(partial(poll, ctx, view), [selected, compare, tails], view.outputs, show_progress="hidden")
     selected.focus(lambda: gr.update(choices=_run_choices(ctx)), outputs=selected)
     compare.focus(lambda: gr.update(choices=_run_choices(ctx)), outputs=compare)
     start_from.focus(partial(list_starts, ctx), [preset, method], start_from)
-    exclude.focus(lambda: gr.update(choices=_annotators(ctx)), outputs=exclude)
+    count_inputs = {method, data_file, *votes.inputs, *(forms[m]["eval_fraction"] for m in forms)}
+    for trigger in count_inputs:
+        trigger.change(partial(count_votes, ctx, form), count_inputs, votes.count, show_progress="hidden")
     for control in (selected, compare):
         control.change(partial(show_run, ctx, view), [selected, compare, tails], view.outputs[1:])
     start.click(
         start_run,
-        {method, preset, name, start_from, origins, exclude, data_file, *controls},
+        {method, preset, name, start_from, origins, *votes.inputs, data_file, *controls},
         [start_message, selected],
     )
     stop.click(partial(stop_run, ctx), selected, status)
@@ -194,8 +192,13 @@ def _run_choices(ctx: Lab) -> list[tuple[str, str]]:
     return [(f"{r.name} · {r.id}" if r.name else r.id, r.id) for r in ctx.store.list_runs()]
 
 
-def _annotators(ctx: Lab) -> list[str]:
-    return sorted({c.annotator for c in ctx.store.list_comparisons() if c.annotator})
+def count_votes(ctx: Lab, form: NewRunForm, values: dict) -> str:
+    """The pair count line, for a method that trains on preferences."""
+    spec = get_method(values[form.method])
+    if spec.data != "preferences":
+        return ""
+    eval_fraction = values[form.fields[spec.name]["eval_fraction"]]
+    return pair_count(ctx, form.votes, values, values[form.data_file], eval_fraction)
 
 
 def list_starts(ctx: Lab, preset: str, method: str):
@@ -214,7 +217,7 @@ class NewRunForm:
     name: gr.Textbox
     start_from: gr.Dropdown
     origins: gr.CheckboxGroup
-    exclude: gr.Dropdown
+    votes: VotePicker
     data_file: gr.File
     fields: dict[str, dict[str, gr.components.Component]]  # method → config field → control
 
@@ -236,7 +239,7 @@ def queue_run(ctx: Lab, form: NewRunForm, values: dict) -> tuple[str, str]:
             raise UserError("Tick at least one origin of demonstrations to train on, or upload a data file.")
         options["origins"] = values[form.origins]
     elif spec.data == "preferences":
-        options["exclude_annotators"] = values[form.exclude] or []
+        options = form.votes.options(values)
     try:
         config = spec.config_for(ctx.model_presets[values[form.preset]], overrides, where="Hyperparameters")
         run = jobs.prepare(ctx.store, spec.name, config, name=values[form.name].strip(), data_file=data_file, **options)
