@@ -130,6 +130,8 @@ class Lab:
         self.scenarios: dict[str, ScenarioPreset] = scenario_presets()
         self.shared = shared
         self._loader: threading.Thread | None = None
+        self._reward_model: tuple | None = None  # (key, LoadedModel) of the reward model Lab.score last used
+        self._reward_lock = threading.Lock()  # one load at a time: Ranking and Chat may score at once
 
     @functools.cached_property
     def exports(self) -> Path:
@@ -290,12 +292,13 @@ class Lab:
         adapter = self.store.runs_dir / run_id / "adapter" / "adapter_model.safetensors"
         # A resumed run rewrites its adapter: the file's time tells a stale copy from a current one.
         key = (run_id, precision, device, adapter.stat().st_mtime if adapter.is_file() else None)
-        cached = getattr(self, "_reward_model", None)
-        if cached is None or cached[0] != key:
-            self._reward_model = None  # free the previous one before loading the next
-            cached = (key, load_reward_model(self.store, run_id, precision, device, progress=lambda _: None))
-            self._reward_model = cached
-        return score(cached[1], [(prompt, response) for response in responses], batch_size)
+        with self._reward_lock:
+            if self._reward_model is None or self._reward_model[0] != key:
+                self._reward_model = None  # free the previous one before loading the next
+                loaded = load_reward_model(self.store, run_id, precision, device, progress=lambda _: None)
+                self._reward_model = (key, loaded)
+            lm = self._reward_model[1]
+        return score(lm, [(prompt, response) for response in responses], batch_size)
 
     # training
 

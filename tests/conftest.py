@@ -99,7 +99,7 @@ def browser():
         instance.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory, tiny_model_dir):
     """One short reward run on the "banana" marker pairs (tests/test_reward.py), shared by the tests that read,
     score or inspect it: (store, run)."""
