@@ -93,6 +93,29 @@ class DataSettings:
 
 
 @dataclass
+class RolloutSettings:
+    """What the RL methods (rloo, grpo, reinforce) share: the reward, and how completions are sampled and held
+    near the reference (the base with the adapter off)."""
+
+    reward: str = help_field(
+        "length:100",
+        "What to reward: a weighted sum of terms, e.g. 'model:RUN_ID + 0.5*length:200 - contains:sorry' "
+        "(see lab.rewards: model, length, contains, not_contains, regex, refusal, scenario).",
+    )
+    num_generations: int = help_field(
+        4, "Completions sampled per prompt (K), compared with each other.", low=2, high=64
+    )
+    max_completion_length: int = help_field(64, "Longest completion sampled, in tokens.", low=1, high=8192)
+    temperature: float = help_field(1.0, "Sampling temperature of the rollouts.", low=0.01, high=4)
+    kl_coef: float = help_field(
+        0.05,
+        "Weight of the KL penalty to the reference: 0 lets the policy drift as far as the reward pulls it.",
+        low=0,
+        high=10,
+    )
+
+
+@dataclass
 class TrainConfig(DataSettings, OptimSettings, LoraSettings, ModelSettings, Checked):
     """The groups every LoRA-training method shares (model first in config.yaml); a method adds its own fields."""
 
@@ -135,7 +158,13 @@ def form_fields(cls: type) -> list[dataclasses.Field]:
 
 def group_of(cls: type, name: str) -> str:
     """Which shared group a field belongs to ('model', 'lora', 'optimisation', 'data'), or the method's own."""
-    groups = ((ModelSettings, "model"), (LoraSettings, "LoRA"), (OptimSettings, "optimisation"), (DataSettings, "data"))
+    groups = (
+        (ModelSettings, "model"),
+        (LoraSettings, "LoRA"),
+        (OptimSettings, "optimisation"),
+        (DataSettings, "data"),
+        (RolloutSettings, "rollouts"),
+    )
     for group, label in groups:
         if issubclass(cls, group) and name in {f.name for f in dataclasses.fields(group)}:
             return label

@@ -121,10 +121,41 @@ def _preference_rows(store, data_file: str, options: dict) -> tuple[list[dict], 
     return preference_rows(votes), where, {"agreement": {"items": agreed["items"], "percent": agreed["percent"]}}
 
 
-DATA_KINDS: dict[str, Callable] = {"demonstrations": _demonstration_rows, "preferences": _preference_rows}
+def _prompt_rows(store, data_file: str, options: dict) -> tuple[list[dict], str, dict]:
+    """TRL's conversational prompt-only rows: a file's `prompt` column (text or messages), else a scenario's
+    question set (`scenario=NAME`), else the workspace's prompt pool."""
+    from lab.data import read_records
+
+    def turns(prompt) -> list[dict]:
+        return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+
+    if data_file:
+        records = read_records(data_file)
+        for place, row in zip(records.places, records, strict=True):
+            if not isinstance(row.get("prompt"), str | list) or not row["prompt"]:
+                raise DataFileError(f"{place}: every row needs a 'prompt' (text, or a list of messages).")
+        return [{"prompt": turns(row["prompt"])} for row in records], f"file {Path(data_file).name}", {}
+    scenario = options.get("scenario") or ""
+    if scenario:
+        from lab.presets import load_question_set, scenario_presets
+
+        scenarios = scenario_presets()
+        if scenario not in scenarios:
+            raise DataFileError(f"No scenario named '{scenario}': choose one of {', '.join(scenarios)}.")
+        texts = [p.text for p in load_question_set(scenarios[scenario].questions)]
+        return [{"prompt": turns(t)} for t in texts], f"scenario {scenario}'s questions", {}
+    return [{"prompt": turns(p.text)} for p in store.list_prompts()], "workspace prompt pool", {}
+
+
+DATA_KINDS: dict[str, Callable] = {
+    "demonstrations": _demonstration_rows,
+    "preferences": _preference_rows,
+    "prompts": _prompt_rows,
+}
 EMPTY = {
     "demonstrations": "There are no accepted demonstrations to train on: write, import or accept some first.",
     "preferences": "There are no preference pairs to train on: vote in the Ranking tab or import preferences first.",
+    "prompts": "There are no prompts to train on: add some in the Prompting tab, pick a scenario or give a file.",
 }
 
 
