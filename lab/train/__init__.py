@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lab.fields import Checked
-from lab.train import reward, sft
+from lab.train import dpo, reward, sft
 
 DATA = ("demonstrations", "preferences", "prompts")
 PRODUCTS = {"chat-adapter": "chat", "reward-model": "reward", "report": None}  # product → adapter kind it lists as
@@ -98,5 +98,22 @@ register(
         + (("accuracy", "training pairwise accuracy"), ("margin", "training mean margin"))
         + SYSTEM_PANELS,
         build=reward.build,
+    )
+)
+
+register(
+    Method(
+        name="dpo",
+        summary="Direct preference optimisation: the policy learns to prefer the chosen answer over the rejected "
+        "one relative to the base (the adapter off), with no reward model.",
+        config=dpo.DPORunConfig,
+        data="preferences",
+        produces="chat-adapter",
+        panels=LOSS_PANELS
+        + (("rewards/chosen", "reward of chosen"), ("rewards/rejected", "reward of rejected"))
+        + (("rewards/margins", "reward margin"), ("rewards/accuracies", "preference accuracy"))
+        + (("eval_rewards/margins", "held-out reward margin"), ("eval_rewards/accuracies", "held-out accuracy"))
+        + SYSTEM_PANELS,
+        build=dpo.build,
     )
 )
