@@ -86,6 +86,19 @@ def given_reference(trainer_cls: type) -> type:
     return GivenReferenceTrainer
 
 
+def drop_reference_adapter():
+    """A callback that removes TRL's frozen copy of a continued adapter (named "ref") when training ends, so the
+    run's adapter folder holds the trained adapter alone."""
+    from transformers import TrainerCallback
+
+    class DropReferenceAdapter(TrainerCallback):
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            if model is not None and "ref" in getattr(model, "peft_config", {}):
+                model.delete_adapter("ref")
+
+    return DropReferenceAdapter()
+
+
 def build(config: DPORunConfig, run_dir: Path):
     """TRL's DPOTrainer for this config: the base (maybe 4-bit) with a LoRA adapter, its reference the adapter off."""
     from datasets import Dataset
@@ -120,6 +133,7 @@ def build(config: DPORunConfig, run_dir: Path):
         eval_dataset=Dataset.from_list(held_out) if held_out else None,
         processing_class=lm.tokenizer,
         peft_config=peft_config,
+        callbacks=[drop_reference_adapter()],
     )
     if len(trainer.train_dataset) == 0:
         raise ValueError(f"Every training prompt is longer than max_length={config.max_length} tokens: raise it.")
