@@ -24,7 +24,7 @@ from ui.errors import UserError
 from ui.votes import VotePicker, build_vote_picker, pair_count
 
 RUN_COLUMNS = ["id", "name", "method", "status", "steps", "final loss", "created"]
-SAMPLE_COLUMNS = ["step", "prompt", "completion"]
+SAMPLE_COLUMNS = ["step", "prompt", "completion", "reward"]  # reward: RL runs write the reward of each rollout
 NEW_ADAPTER = "(new adapter)"
 
 
@@ -319,7 +319,9 @@ def show_run(ctx: Lab, view: RunView, run_id: str | None, other: str | None, tai
     if other and other != run_id:
         series[ctx.store.get_run(other).name or other] = _tail(ctx, tails, other).read()
     config = (folder / "config.yaml").read_text(encoding="utf-8") if (folder / "config.yaml").is_file() else ""
-    answers = pd.DataFrame(read_samples(folder)[::-1], columns=SAMPLE_COLUMNS)
+    sampled = read_samples(folder)[::-1]
+    columns = SAMPLE_COLUMNS if any("reward" in row for row in sampled) else SAMPLE_COLUMNS[:-1]
+    answers = pd.DataFrame(sampled, columns=columns)
     return {
         view.status: "\n\n".join(lines),
         view.plot: curves(series, spec.panels),
