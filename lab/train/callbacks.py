@@ -36,6 +36,8 @@ class MetricsCallback(TrainerCallback):
         self.start, self.first_step = time.monotonic(), state.global_step  # a resumed run starts mid-way
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero:  # one row per step under `accelerate launch`, from the first process
+            return
         elapsed = time.monotonic() - self.start
         row = {"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch, "time": elapsed}
         row.update({k: v for k, v in (logs or {}).items() if isinstance(v, int | float)})
@@ -49,6 +51,16 @@ class MetricsCallback(TrainerCallback):
             f.write(json.dumps(row) + "\n")
 
 
+def any_process(flag: bool, device) -> bool:
+    """Is `flag` set in any process of a data-parallel run? All of them stop at the same step, or the others
+    would wait for the stopped one forever. A single process answers its own flag."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return flag
+    votes = torch.tensor([float(flag)], device=device)
+    torch.distributed.all_reduce(votes, op=torch.distributed.ReduceOp.MAX)
+    return bool(votes.item())
+
+
 class StopCallback(TrainerCallback):
     """Ends training at the next step boundary once this run's stop is set; the caller then saves the adapter."""
 
@@ -56,7 +68,7 @@ class StopCallback(TrainerCallback):
         self.stop = stop
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.stop.is_set() and not control.should_training_stop:
+        if any_process(self.stop.is_set(), args.device) and not control.should_training_stop:
             print("Stop requested: the adapter learned so far is being saved.", flush=True)
             control.should_training_stop = True
             control.should_save = True  # a checkpoint to resume from

@@ -97,6 +97,8 @@ def fit(trainer: Any, run_dir: Path, stop: StopSignal, resume: bool = False, car
     checkpoint = latest_checkpoint(run_dir) if resume else None
     trainer.train(resume_from_checkpoint=checkpoint)
     adapter = run_dir / "adapter"
+    if not trainer.is_world_process_zero():  # under `accelerate launch`, the first process writes the results
+        return adapter
     trainer.model.save_pretrained(adapter, safe_serialization=True)
     if card:
         (adapter / "README.md").write_text(card, encoding="utf-8")
