@@ -169,6 +169,8 @@ def execute(store: Store, run_id: str, stop: StopSignal | None = None) -> int:
     done, stopped (the adapter so far is saved) or failed.
     """
     run = store.get_run(run_id)
+    if not main_process():
+        return _train_beside(store, run, stop)
     if run.status == "queued" and not store.claim_run(run_id):
         busy = active_run(store)
         raise JobError(f"Run {busy.id if busy else 'another'} is training in this workspace; wait for it or stop it.")
@@ -190,6 +192,20 @@ def execute(store: Store, run_id: str, stop: StopSignal | None = None) -> int:
     status = "stopped" if stop.is_set() else "done"
     store.update_run(run_id, expect=ACTIVE, status=status, exit_code=0, finished_at=now())
     print(f"Adapter saved in {adapter}", flush=True)
+    return 0
+
+
+def main_process() -> bool:
+    """False in the other processes of a run launched several times (`accelerate launch`, torchrun set RANK)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _train_beside(store: Store, run: Run, stop: StopSignal | None) -> int:
+    """Train as one of the other processes of a data-parallel run: the first process claims the run, holds the
+    training lock and writes its status, metrics and adapter; a failure here ends the launch, which it reports."""
+    stop = stop or StopSignal(store, run.id)
+    with stop_signals(stop):
+        _train(store, run, run_dir(store, run.id), stop)
     return 0
 
 
