@@ -153,6 +153,8 @@ def pick_device(device: str = "auto") -> str:
 def _load_kwargs(precision: str, device: str) -> dict:
     import torch
 
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"  # accelerate launch: each process on its own GPU
     if precision not in PRECISIONS:
         raise ModelError(f"Unknown precision '{precision}': choose one of {', '.join(PRECISIONS)}.")
     if precision in ("8bit", "4bit"):
@@ -160,7 +162,7 @@ def _load_kwargs(precision: str, device: str) -> dict:
 
         if precision == "4bit":
             # bf16 compute only where the GPU has it (Ampere and newer); fp16 on older GPUs, fp32 on a CPU.
-            if device == "cuda":
+            if device.startswith("cuda"):
                 compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             else:
                 compute = torch.float32

@@ -84,6 +84,8 @@ class SamplesCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         last = state.global_step >= state.max_steps or control.should_training_stop
+        if not state.is_world_process_zero:  # under accelerate launch, one process writes the samples
+            return
         if self.every > 0 and self.prompts and (state.global_step % self.every == 0 or last):
             self.sample(state.global_step, model, processing_class)
 
