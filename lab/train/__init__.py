@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lab.fields import Checked
-from lab.train import dpo, reward, sft
+from lab.train import dpo, grpo, reward, rloo, sft
 
 DATA = ("demonstrations", "preferences", "prompts")
 PRODUCTS = {"chat-adapter": "chat", "reward-model": "reward", "report": None}  # product → adapter kind it lists as
@@ -115,5 +115,40 @@ register(
         + (("eval_rewards/margins", "held-out reward margin"), ("eval_rewards/accuracies", "held-out accuracy"))
         + SYSTEM_PANELS,
         build=dpo.build,
+    )
+)
+
+RL_PANELS = (
+    ("reward", "mean reward"),
+    ("reward_std", "reward spread (std over the batch)"),
+    ("kl", "KL to the reference (per token)"),
+    ("completions/mean_length", "completion length (tokens)"),
+    ("completions/clipped_ratio", "share cut at max_completion_length"),
+    ("clip_ratio/region_mean", "clipped fraction (policy ratio)"),
+)
+
+register(
+    Method(
+        name="rloo",
+        summary="RL on prompts (RLOO): K completions per prompt, each rewarded against the mean of the other K-1, "
+        "held near the base by a KL penalty.",
+        config=rloo.RLOORunConfig,
+        data="prompts",
+        produces="chat-adapter",
+        panels=RL_PANELS + SYSTEM_PANELS,
+        build=rloo.build,
+    )
+)
+
+register(
+    Method(
+        name="grpo",
+        summary="RL on prompts (GRPO): K completions per prompt, each rewarded against its group's mean in units "
+        "of the group's spread, held near the base by a KL term in the loss.",
+        config=grpo.GRPORunConfig,
+        data="prompts",
+        produces="chat-adapter",
+        panels=RL_PANELS + SYSTEM_PANELS,
+        build=grpo.build,
     )
 )

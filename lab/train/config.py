@@ -114,6 +114,16 @@ class RolloutSettings:
         high=10,
     )
 
+    def check(self) -> None:
+        """A reward spec that cannot be read fails here, when the config is built, not in the training process."""
+        from lab.rewards import RewardSpecError, parse_reward
+
+        super().check()  # the next group's rules (TrainConfig's), in the method config's MRO
+        try:
+            parse_reward(self.reward)
+        except RewardSpecError as err:
+            raise ValueError(f"key 'reward': {err}") from err
+
 
 @dataclass
 class TrainConfig(DataSettings, OptimSettings, LoraSettings, ModelSettings, Checked):
