@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lab.fields import Checked
-from lab.train import dpo, grpo, reward, rloo, sft
+from lab.train import dpo, grpo, reinforce, reward, rloo, sft
 
 DATA = ("demonstrations", "preferences", "prompts")
 PRODUCTS = {"chat-adapter": "chat", "reward-model": "reward", "report": None}  # product → adapter kind it lists as
@@ -150,5 +150,19 @@ register(
         produces="chat-adapter",
         panels=RL_PANELS + SYSTEM_PANELS,
         build=grpo.build,
+    )
+)
+
+register(
+    Method(
+        name="reinforce",
+        summary="RL on prompts, written out (REINFORCE): K completions per prompt, each one's log-probability "
+        "weighted by its reward minus a baseline (none, running mean or leave-one-out), held near the base by a "
+        "KL penalty.",
+        config=reinforce.ReinforceRunConfig,
+        data="prompts",
+        produces="chat-adapter",
+        panels=reinforce.PANELS + SYSTEM_PANELS,
+        build=reinforce.build,
     )
 )
