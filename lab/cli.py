@@ -91,6 +91,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(count_pairs(votes, config.eval_fraction).text(), file=sys.stderr)
     run = jobs.prepare(store, args.method, config, name=args.name or "", data_file=data_file, **options)
     print(f"Run {run.id}: {jobs.run_dir(store, run.id)}", file=sys.stderr)
+    if args.prepare_only:  # for accelerate launch: every process then trains this one prepared run
+        print(f"Prepared. Train it on several GPUs with: accelerate launch -m lab run {run.id}", file=sys.stderr)
+        print(run.id)
+        return 0
     with _tee(jobs.run_dir(store, run.id) / "log.txt"):
         try:
             return jobs.execute(store, run.id)
@@ -261,6 +265,11 @@ def _method_parser(methods: argparse._SubParsersAction, method, parents: list) -
     )
     parser.add_argument("--name", default=None, help="a name for the run")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    parser.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="freeze the data and config into a queued run, print its id, stop (then: accelerate launch -m lab run ID)",
+    )
     if method.data == "demonstrations":
         parser.add_argument("--origin", action="append", help="train only on demonstrations of this origin")
     if method.data == "preferences":

@@ -2,6 +2,7 @@
 processes under `accelerate launch`, through accelerate (DDP), not code of ours; the first process claims the run
 and writes its status, metrics and adapter once.
 
+    python -m lab train dpo --config runs/<a run>/config.yaml --prepare-only     # prints the new run's id
     accelerate launch --multi_gpu --num_processes 2 -m lab run RUN_ID --workspace WORKSPACE
 
 (`--multi_gpu` is accelerate's torchrun launcher; here each process trains on the CPU, as the run's config says.
@@ -45,9 +46,23 @@ def test_a_dpo_config_trains_in_two_processes_under_accelerate_launch(tiny_model
         logging_steps=1,
         max_length=64,
     )
-    run = jobs.prepare(store, "dpo", config, data_file=str(data))
+    first = jobs.prepare(store, "dpo", config, data_file=str(data))  # a run a single process would train
+    resolved = jobs.run_dir(store, first.id) / "config.yaml"
+    store.update_run(first.id, expect=("queued",), status="stopped")  # set aside: only its config is reused
+    prepared = subprocess.run(
+        [sys.executable, "-m", "lab", "train", "dpo", "--workspace", str(store.root), "--config", str(resolved)]
+        + ["--prepare-only"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert prepared.returncode == 0, prepared.stderr[-2000:]
+    run = store.get_run(prepared.stdout.strip())
     folder = jobs.run_dir(store, run.id)
     written = (folder / "config.yaml").read_text(encoding="utf-8")
+    same = [line for line in written.splitlines() if not line.startswith("data:")]
+    assert same == [line for line in resolved.read_text().splitlines() if not line.startswith("data:")]
 
     launch = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
     launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port())]
