@@ -36,19 +36,20 @@ MC_COLUMNS = ["question", "category", "mc1", "mc2"]
 
 def answer_logprobs(lm: LoadedModel, items: Sequence[tuple[list[dict], str]], batch_size: int = 16) -> list[float]:
     """The total log-probability of each answer's tokens after its prompt messages (the chat template with the
-    generation prompt, then the answer), in order. Sequences are batched by length, right-padded."""
+    generation prompt, then the answer), in order.
+
+    Sequences are batched by length and padded on the left, so every answer ends at the last position and the
+    vocabulary projection runs only over the answer's positions (`logits_to_keep`), not the whole prompt: the
+    projection dominates the cost of a small model with a large vocabulary. RoPE attends by relative position,
+    so the left padding leaves the scores as they are alone."""
     import torch
 
     tokenizer = lm.tokenizer
     encoded = []
     for messages, answer in items:
-        prompt = list(
-            tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)[
-                "input_ids"
-            ]
-        )
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
         tokens = tokenizer(answer, add_special_tokens=False)["input_ids"]
-        encoded.append((prompt, tokens))
+        encoded.append((list(prompt["input_ids"]), tokens))
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
     device = next(lm.model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -58,15 +59,15 @@ def answer_logprobs(lm: LoadedModel, items: Sequence[tuple[list[dict], str]], ba
             batch = order[start : start + batch_size]
             sequences = [encoded[i][0] + encoded[i][1] for i in batch]
             width = max(map(len, sequences))
-            ids = torch.tensor([s + [pad] * (width - len(s)) for s in sequences], device=device)
-            mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], device=device)
-            logits = lm.model(input_ids=ids, attention_mask=mask).logits.float()  # (B, T, V)
-            logprobs = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, T-1, V): position t predicts token t+1
-            picked = logprobs.gather(-1, ids[:, 1:, None])[..., 0]  # (B, T-1)
+            keep = max(len(encoded[i][1]) for i in batch) + 1  # the answers' positions, and the one before each
+            ids = torch.tensor([[pad] * (width - len(s)) + s for s in sequences], device=device)  # (B, T)
+            mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=device)
+            logits = lm.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits.float()  # (B, keep, V)
+            logprobs = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, keep-1, V): position t predicts t+1
+            picked = logprobs.gather(-1, ids[:, width - keep + 1 :, None])[..., 0]  # (B, keep-1)
             for row, i in enumerate(batch):
-                first, length = len(encoded[i][0]), len(encoded[i][1])
-                # the answer's tokens sit at positions first .. first+length-1, predicted from the one before
-                totals[i] = float(picked[row, first - 1 : first - 1 + length].sum())
+                length = len(encoded[i][1])  # the answer is the last `length` tokens of the row
+                totals[i] = float(picked[row, keep - 1 - length :].sum())
     return totals
 
 
