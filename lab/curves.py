@@ -67,3 +67,16 @@ def _duration(seconds: float) -> str:
     if hours:
         return f"{hours} h {minutes} min"
     return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
+
+def kl_note(labels: tuple[str, str], configs: tuple[dict, dict]) -> str:
+    """One line on why two RL runs' KL curves part, when one has no KL penalty and the other has one."""
+    coefficients = [config.get("kl_coef") for config in configs]
+    if None in coefficients or (coefficients[0] == 0) == (coefficients[1] == 0):
+        return ""
+    free, held = (0, 1) if coefficients[0] == 0 else (1, 0)
+    return (
+        f"{labels[free]} has no KL penalty (kl_coef 0): nothing holds it near the base, so its KL grows as far as "
+        f"the reward pulls it (watch its samples for reward hacking); {labels[held]}'s penalty "
+        f"(kl_coef {coefficients[held]}) trades reward for staying close."
+    )

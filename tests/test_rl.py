@@ -95,3 +95,12 @@ def test_a_trained_reward_model_rewards_rl_on_a_4bit_base(trained, tiny_model_di
     rows = [r for r in read_metrics(jobs.run_dir(store, run.id)) if "reward" in r]
     assert len(rows) == 2 and all(r["kl"] == r["kl"] for r in rows)
     assert all("rewards/model:" + reward_run.id in r for r in rows)  # one curve per term
+
+
+def test_two_runs_one_without_a_kl_penalty_are_told_apart_in_one_line():
+    from lab.curves import kl_note
+
+    note = kl_note(("free", "held"), ({"kl_coef": 0.0}, {"kl_coef": 0.05}))
+    assert note.startswith("free has no KL penalty") and "held's penalty (kl_coef 0.05)" in note
+    assert kl_note(("a", "b"), ({"kl_coef": 0.1}, {"kl_coef": 0.05})) == ""  # both held: nothing to explain
+    assert kl_note(("a", "b"), ({"kl_coef": 0.0}, {"learning_rate": 1.0})) == ""  # not two RL runs
