@@ -113,6 +113,13 @@ class RolloutSettings:
         low=0,
         high=10,
     )
+    sample_every: int = help_field(
+        5,
+        "Every this many steps, write the sampled completions of one prompt with their rewards to samples.jsonl "
+        "(0 = never).",
+        low=0,
+        high=1_000_000,
+    )
 
     def check(self) -> None:
         """A reward spec that cannot be read fails here, when the config is built, not in the training process."""

@@ -72,13 +72,6 @@ class ReinforceRunConfig(RolloutSettings, TrainConfig):
     baseline_decay: float = help_field(
         0.9, "running-mean only: the moving average keeps this share of itself each step.", low=0, high=0.999
     )
-    sample_every: int = help_field(
-        5,
-        "Every this many steps, write the sampled completions of one prompt with their rewards to samples.jsonl "
-        "(0 = never).",
-        low=0,
-        high=1_000_000,
-    )
 
     def check(self) -> None:
         super().check()

@@ -15,20 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab.train.config import RolloutSettings, TrainConfig, help_field
+from lab.train.config import RolloutSettings, TrainConfig
 
 
 @dataclass
 class RolloutRunConfig(RolloutSettings, TrainConfig):
-    """An RL run's config: the shared groups, the rollout settings, and how often samples are written."""
-
-    sample_every: int = help_field(
-        5,
-        "Every this many steps, write the latest completions of one prompt with their rewards to samples.jsonl "
-        "(0 = never).",
-        low=0,
-        high=1_000_000,
-    )
+    """An RL run's config on TRL's trainers: the shared groups and the rollout settings."""
 
     def check(self) -> None:
         super().check()
