@@ -75,6 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = method.config_for(presets[args.preset], overrides, where="command line")
         data_file = args.data or ""
     data_file = "" if data_file == WORKSPACE_DATA else data_file
+    _print_memory_estimate(args.method, config)
     store = Store(args.workspace)
     busy = jobs.active_run(store)
     if busy is not None:
@@ -103,6 +104,21 @@ def cmd_train(args: argparse.Namespace) -> int:
                 run.id, expect=("queued",), status="failed", error="Not started: another run was training."
             )
             raise
+
+
+def _print_memory_estimate(method: str, config) -> None:
+    """The estimated peak memory, term by term, before training (a warning, never a refusal: it is an estimate)."""
+    from lab.train.memory import estimate_memory
+
+    try:
+        estimate = estimate_memory(method, config)
+    except (ModelError, OSError, ValueError) as err:
+        print(f"No memory estimate: {err}", file=sys.stderr)
+        return
+    print(
+        "\n".join(["Estimated memory:", *("  " + line for line in estimate.lines()), estimate.summary()]),
+        file=sys.stderr,
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -26,6 +26,10 @@ from ui.votes import VotePicker, build_vote_picker, pair_count
 RUN_COLUMNS = ["id", "name", "method", "status", "steps", "final loss", "created"]
 SAMPLE_COLUMNS = ["step", "prompt", "completion", "reward"]  # reward: RL runs write the reward of each rollout
 NEW_ADAPTER = "(new adapter)"
+MEMORY_FIELDS = {  # the form fields the memory estimate reads
+    *("batch_size", "grad_accum", "max_length", "lora_r", "lora_dropout", "target_modules", "mixed_precision"),
+    *("pairing", "num_generations", "max_completion_length", "kl_coef"),
+}
 
 
 def build_training(ctx: Lab) -> NewRunForm:
@@ -94,6 +98,7 @@ def build_training(ctx: Lab) -> NewRunForm:
     with gr.Row():
         start = gr.Button("Start training", variant="primary", elem_id="start-run", scale=1)
         start_message = gr.Markdown(elem_id="start-message")
+    memory = gr.Markdown(elem_id="memory-estimate")
     plot = gr.Plot(label="Curves")
     samples = gr.Dataframe(
         pd.DataFrame(columns=SAMPLE_COLUMNS),
@@ -142,6 +147,9 @@ def build_training(ctx: Lab) -> NewRunForm:
     count_inputs = {method, data_file, *votes.inputs, *(forms[m]["eval_fraction"] for m in forms)}
     for trigger in count_inputs:
         trigger.change(partial(count_votes, ctx, form), count_inputs, votes.count, show_progress="hidden")
+    memory_inputs = {method, preset, *(forms[m][f] for m in forms for f in forms[m] if f in MEMORY_FIELDS)}
+    for trigger in memory_inputs:
+        trigger.change(partial(estimate_line, ctx, form), memory_inputs, memory, show_progress="hidden")
     for control in (selected, compare):
         control.change(partial(show_run, ctx, view), [selected, compare, tails], view.outputs[1:])
     start.click(
@@ -199,6 +207,22 @@ def count_votes(ctx: Lab, form: NewRunForm, values: dict) -> str:
         return ""
     eval_fraction = values[form.fields[spec.name]["eval_fraction"]]
     return pair_count(ctx, form.votes, values, values[form.data_file], eval_fraction)
+
+
+def estimate_line(ctx: Lab, form: NewRunForm, values: dict) -> str:
+    """The estimated peak memory of the run the form describes, with advice when it will not fit."""
+    from lab.models import ModelError
+    from lab.train.memory import estimate_memory
+
+    spec = get_method(values[form.method])
+    overrides = {f: values[c] for f, c in form.fields[spec.name].items() if f in MEMORY_FIELDS}
+    if any(value is None or value == "" for value in overrides.values()):
+        return ""
+    try:
+        config = spec.config_for(ctx.model_presets[values[form.preset]], overrides, where="Hyperparameters")
+        return estimate_memory(spec.name, config).summary()
+    except (ModelError, OSError, ValueError, KeyError) as err:  # an estimate never blocks the form: say why not
+        return f"No memory estimate: {err}"
 
 
 def list_starts(ctx: Lab, preset: str, method: str):
