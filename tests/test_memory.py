@@ -134,3 +134,20 @@ def test_measured_peak_on_the_tiny_model(tiny_model_dir):
     step = sum(t.bytes for t in est.terms if t.name in STEP)
     measured = got["peak"] - got["after_build"]
     assert 0.6 < step / measured < 1.5, f"estimated {step / MIB:.0f} MiB, measured {measured / MIB:.0f} MiB"
+
+
+def test_an_8b_qlora_dpo_on_an_8_gb_card_is_estimated_not_to_fit_at_1024_tokens():
+    """Estimated, not measured: a Llama-3-8B-shaped config in NF4, DPO with one pair a step on a GPU."""
+    from lab.train.config import TrainConfig
+    from lab.train.memory import GIB
+
+    llama3_8b = {
+        **{"model_type": "llama", "vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336},
+        **{"num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8},
+        **{"tie_word_embeddings": False, "dtype": "bfloat16"},
+    }
+    config = TrainConfig.from_dict({"precision": "4bit", "batch_size": 1, "grad_accum": 8, "max_length": 1024})
+    est = estimate_memory("dpo", config, shape=model_shape(llama3_8b), device="cuda", free=8 * GIB)
+    assert 5 * GIB < est.term("weights").bytes < 5.6 * GIB  # 7.0B in NF4 + 1.05B embeddings and head in bf16
+    assert est.term("optimiser").bytes == pytest.approx(est.term("adapter").bytes * 6 / 4)  # paged 8-bit AdamW
+    assert est.fits is False and est.biggest.name == "weights" and "max_length 512" in est.alternative

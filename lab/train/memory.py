@@ -108,6 +108,7 @@ class MemoryEstimate:
     device: str
     terms: tuple[Term, ...]
     free: float | None
+    quantised: bool = False  # the base is already 4-bit
     alternative: str = ""  # a change of config that fits, when this one does not
 
     @property
@@ -147,7 +148,7 @@ class MemoryEstimate:
     def advice(self) -> str:
         big = self.biggest
         what = {
-            "weights": "a 4-bit base (precision 4bit) or a smaller model",
+            "weights": "a smaller model" if self.quantised else "a 4-bit base (precision 4bit) or a smaller model",
             "activations": "a smaller batch_size with a larger grad_accum, a shorter max_length, or 4-bit on a GPU "
             "(which turns gradient checkpointing on)",
             "logits": "a smaller batch_size with a larger grad_accum, or a shorter max_length",
@@ -408,7 +409,7 @@ def estimate_memory(
         terms.append(Term("overhead", STEP_OVERHEAD_BYTES[device], why))
     terms.append(Term("runtime", RUNTIME_BYTES.get(device, 0), _runtime_why(device)))
     free_bytes = free_memory(device) if free == "probe" else free
-    estimate = MemoryEstimate(method, str(config.model), device, tuple(terms), free_bytes)
+    estimate = MemoryEstimate(method, str(config.model), device, tuple(terms), free_bytes, quantised)
     if advise and estimate.fits is False:
         estimate = dataclasses.replace(estimate, alternative=_alternative(method, config, estimate, shape, device))
     return estimate
