@@ -90,6 +90,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         options["scenario"] = args.scenario or ""
         votes = preference_votes(store, data_file, **options)[0]
         print(count_pairs(votes, config.eval_fraction).text(), file=sys.stderr)
+    elif method.data == "prompts":
+        options = {"scenario": args.scenario or ""}
     run = jobs.prepare(store, args.method, config, name=args.name or "", data_file=data_file, **options)
     print(f"Run {run.id}: {jobs.run_dir(store, run.id)}", file=sys.stderr)
     if args.prepare_only:  # for accelerate launch: every process then trains this one prepared run
@@ -294,6 +296,8 @@ def _method_parser(methods: argparse._SubParsersAction, method, parents: list) -
             "--exclude-flagged", action="store_true", help="leave out the annotators the Arena flags as careless"
         )
         parser.add_argument("--scenario", help="train only on the votes cast in this scenario's queue")
+    if method.data == "prompts":
+        parser.add_argument("--scenario", help="sample from this scenario's questions (default: the prompt pool)")
     groups: dict[str, argparse._ArgumentGroup] = {}
     for spec in dataclasses.fields(method.config):
         if spec.name == "data":
