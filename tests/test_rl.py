@@ -104,3 +104,25 @@ def test_two_runs_one_without_a_kl_penalty_are_told_apart_in_one_line():
     assert note.startswith("free has no KL penalty") and "held's penalty (kl_coef 0.05)" in note
     assert kl_note(("a", "b"), ({"kl_coef": 0.1}, {"kl_coef": 0.05})) == ""  # both held: nothing to explain
     assert kl_note(("a", "b"), ({"kl_coef": 0.0}, {"learning_rate": 1.0})) == ""  # not two RL runs
+
+
+def test_the_training_form_queues_rl_on_a_scenarios_questions_and_shows_the_reward_formula(tmp_path, monkeypatch):
+    import gradio as gr
+
+    from lab import Lab
+    from ui.training import build_training, queue_run, reward_formula
+
+    lab = Lab(tmp_path / "ws")
+    with gr.Blocks():
+        form = build_training(lab)
+    values = {c: c.value for c in (form.method, form.preset, form.name, form.start_from, form.origins, form.prompts)}
+    values |= {c: c.value for c in form.votes.inputs} | {form.data_file: None, form.method: "rloo"}
+    values |= {control: control.value for control in form.fields["rloo"].values()}
+    values |= {form.prompts: "Truthfulness", form.fields["rloo"]["reward"]: "0.5*length:200 - contains:sorry"}
+    monkeypatch.setattr(jobs, "submit", lambda store, run: store.get_run(run.id))  # queued, never started here
+    message, run_id = queue_run(lab, form, values)
+    run = lab.store.get_run(run_id)
+    assert run.provenance["data"]["source"] == "scenario Truthfulness's questions" and run_id in message
+    assert run.config["reward"] == "0.5*length:200 - contains:sorry"
+    assert reward_formula("0.5*length:200 - contains:sorry").startswith("Reward: `r = 0.5 × ")
+    assert reward_formula("nonsense:1").startswith("⚠ ")

@@ -14,7 +14,7 @@ import gradio as gr
 import pandas as pd
 
 from lab import Lab, jobs
-from lab.curves import curves, progress
+from lab.curves import curves, kl_note, progress
 from lab.fields import describe_range
 from lab.store import ORIGINS
 from lab.train import METHODS, get_method
@@ -26,6 +26,7 @@ from ui.votes import VotePicker, build_vote_picker, pair_count
 RUN_COLUMNS = ["id", "name", "method", "status", "steps", "final loss", "created"]
 SAMPLE_COLUMNS = ["step", "prompt", "completion", "reward"]  # reward: RL runs write the reward of each rollout
 NEW_ADAPTER = "(new adapter)"
+PROMPT_POOL = "the workspace's prompt pool"
 MEMORY_FIELDS = {  # the form fields the memory estimate reads
     *("batch_size", "grad_accum", "max_length", "lora_r", "lora_dropout", "target_modules", "mixed_precision"),
     *("pairing", "num_generations", "max_completion_length", "kl_coef"),
@@ -70,6 +71,13 @@ def build_training(ctx: Lab) -> NewRunForm:
                 visible=METHODS[first_method].data == "demonstrations",
             )
             votes = build_vote_picker(ctx, visible=METHODS[first_method].data == "preferences", elem_prefix="train")
+            prompts = gr.Dropdown(
+                [PROMPT_POOL, *ctx.scenarios],
+                value=PROMPT_POOL,
+                label="Sample prompts from",
+                info="The prompts the policy answers during RL: the workspace's prompt pool or a scenario's questions",
+                visible=METHODS[first_method].data == "prompts",
+            )
             data_file = gr.File(
                 label="…or train on a file instead (JSONL, JSON, CSV or Parquet)",
                 file_types=[".jsonl", ".json", ".csv", ".parquet"],
@@ -95,6 +103,9 @@ def build_training(ctx: Lab) -> NewRunForm:
             values = _preset_config(ctx, spec.name, first_preset)
             with gr.Group(visible=spec.name == first_method) as groups[spec.name]:
                 forms[spec.name] = _form(spec.config, values)
+                if "reward" in forms[spec.name]:
+                    shown = gr.Markdown(reward_formula(values.reward), elem_id=f"{spec.name}-formula")
+                    forms[spec.name]["reward"].change(reward_formula, forms[spec.name]["reward"], shown)
     with gr.Row():
         start = gr.Button("Start training", variant="primary", elem_id="start-run", scale=1)
         start_message = gr.Markdown(elem_id="start-message")
@@ -121,6 +132,7 @@ def build_training(ctx: Lab) -> NewRunForm:
             **shown,
             origins: gr.update(visible=spec.data == "demonstrations"),
             votes.box: gr.update(visible=spec.data == "preferences"),
+            prompts: gr.update(visible=spec.data == "prompts"),
             start_from: gr.update(choices=[NEW_ADAPTER], value=NEW_ADAPTER),  # the other method's kind no longer fits
         }
 
@@ -132,13 +144,13 @@ def build_training(ctx: Lab) -> NewRunForm:
             return {}
         return {forms[m][f]: getattr(configs[m], f) for m in forms for f in forms[m]}
 
-    form = NewRunForm(method, preset, name, start_from, origins, votes, data_file, forms)
+    form = NewRunForm(method, preset, name, start_from, origins, votes, prompts, data_file, forms)
 
     def start_run(values: dict):
         message, run_id = queue_run(ctx, form, values)
         return {start_message: message, selected: gr.update(choices=_run_choices(ctx), value=run_id)}
 
-    method.change(pick_method, method, [*groups.values(), origins, votes.box, start_from])
+    method.change(pick_method, method, [*groups.values(), origins, votes.box, prompts, start_from])
     preset.change(fill_form, preset, controls)
     gr.Timer(2.0).tick(partial(poll, ctx, view), [selected, compare, tails], view.outputs, show_progress="hidden")
     selected.focus(lambda: gr.update(choices=_run_choices(ctx)), outputs=selected)
@@ -154,12 +166,22 @@ def build_training(ctx: Lab) -> NewRunForm:
         control.change(partial(show_run, ctx, view), [selected, compare, tails], view.outputs[1:])
     start.click(
         start_run,
-        {method, preset, name, start_from, origins, *votes.inputs, data_file, *controls},
+        {method, preset, name, start_from, origins, *votes.inputs, prompts, data_file, *controls},
         [start_message, selected],
     )
     stop.click(partial(stop_run, ctx), selected, status)
     resume.click(partial(resume_run, ctx), selected, status)
     return form
+
+
+def reward_formula(spec: str) -> str:
+    """The RL reward as a formula, or why the spec cannot be read (one sentence)."""
+    from lab.rewards import RewardSpecError, formula, parse_reward
+
+    try:
+        return f"Reward: `{formula(parse_reward(spec or ''))}`"
+    except RewardSpecError as err:
+        return f"⚠ {err}"
 
 
 def _form(config_cls: type, values) -> dict[str, gr.components.Component]:
@@ -242,6 +264,7 @@ class NewRunForm:
     start_from: gr.Dropdown
     origins: gr.CheckboxGroup
     votes: VotePicker
+    prompts: gr.Dropdown
     data_file: gr.File
     fields: dict[str, dict[str, gr.components.Component]]  # method → config field → control
 
@@ -264,9 +287,13 @@ def queue_run(ctx: Lab, form: NewRunForm, values: dict) -> tuple[str, str]:
         options["origins"] = values[form.origins]
     elif spec.data == "preferences":
         options = form.votes.options(values)
+    elif spec.data == "prompts" and values[form.prompts] != PROMPT_POOL:
+        options["scenario"] = values[form.prompts]
     try:
         config = spec.config_for(ctx.model_presets[values[form.preset]], overrides, where="Hyperparameters")
-        run = jobs.prepare(ctx.store, spec.name, config, name=values[form.name].strip(), data_file=data_file, **options)
+        run = jobs.prepare(
+            ctx.store, spec.name, config, name=(values[form.name] or "").strip(), data_file=data_file, **options
+        )
         run = jobs.submit(ctx.store, run)
     except (ValueError, KeyError) as err:
         raise UserError(str(err).strip("'\"")) from err
@@ -341,7 +368,10 @@ def show_run(ctx: Lab, view: RunView, run_id: str | None, other: str | None, tai
         lines.append(f"**Error:** {run.error}")
     series = {run.name or run.id: rows}
     if other and other != run_id:
-        series[ctx.store.get_run(other).name or other] = _tail(ctx, tails, other).read()
+        second = ctx.store.get_run(other)
+        series[second.name or other] = _tail(ctx, tails, other).read()
+        note = kl_note((run.name or run.id, second.name or other), (run.config, second.config))
+        lines += [note] if note else []
     config = (folder / "config.yaml").read_text(encoding="utf-8") if (folder / "config.yaml").is_file() else ""
     sampled = read_samples(folder)[::-1]
     columns = SAMPLE_COLUMNS if any("reward" in row for row in sampled) else SAMPLE_COLUMNS[:-1]
