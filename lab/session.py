@@ -310,6 +310,13 @@ class Lab:
             raise ValueError(f"preset '{preset}': choose one of {', '.join(self.model_presets)}")
         return get_method(method).config_for(self.model_presets[preset], overrides, where=method)
 
+    def estimate_memory(self, method: str, preset: str = "cpu-default", **overrides: Any):
+        """The estimated peak memory of training `method` with this preset and overrides (lab.train.memory),
+        against the device's free memory: .summary(), .lines(), .fits."""
+        from lab.train.memory import estimate_memory
+
+        return estimate_memory(method, self.config(method, preset, **overrides))
+
     def train(
         self,
         method: str,
