@@ -37,14 +37,14 @@ def build_app(ctx: Lab) -> gr.Blocks:
             build_prompting(ctx)
         with gr.Tab("Demonstrations", id="demonstrations"):
             build_demonstrations(ctx, app)
-        with gr.Tab("Training", id="training"):
-            build_training(ctx)
+        with gr.Tab("Training", id="training") as training:
+            build_training(ctx, training)
         with gr.Tab("Ranking", id="ranking"):
             build_ranking(ctx, app)
         with gr.Tab("Arena", id="arena") as arena:
             build_arena(ctx, arena)
-        with gr.Tab("Reward", id="reward"):
-            build_reward(ctx)
+        with gr.Tab("Reward", id="reward") as reward:
+            build_reward(ctx, reward)
 
         def forget(request: gr.Request) -> None:  # Gradio injects the request by this annotation
             forget_session(ctx, request)

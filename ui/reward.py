@@ -48,7 +48,7 @@ def reward_runs(ctx: Lab) -> list[tuple[str, str]]:
     return [(a.label, run_id) for run_id, a in ctx.adapters(kind="reward").items()]
 
 
-def build_reward(ctx: Lab) -> None:
+def build_reward(ctx: Lab, tab: gr.Tab | None = None) -> None:
     gr.Markdown(INTRO)
     runs = reward_runs(ctx)
     run = gr.Dropdown(
@@ -103,8 +103,11 @@ def build_reward(ctx: Lab) -> None:
         score_note = gr.Markdown(elem_id="score-note")
 
     run.focus(lambda: gr.update(choices=reward_runs(ctx)), outputs=run)
+    count = partial(count_for_preset, ctx, votes, preset)
     for trigger in (preset, *votes.inputs):
-        trigger.change(partial(count_for_preset, ctx, votes, preset), {preset, *votes.inputs}, votes.count)
+        trigger.change(count, {preset, *votes.inputs}, votes.count)
+    if tab is not None:  # counted when the tab opens, so the votes cast since are in it
+        tab.select(count, {preset, *votes.inputs}, votes.count)
     train.click(partial(start_training, ctx, votes, preset), {preset, *votes.inputs}, [train_note, run])
     inspect.click(partial(inspect_run, ctx, view), run, view.outputs)
     withdraw.click(partial(withdraw_votes, ctx), [view.pick, view.pairs], fix_note)

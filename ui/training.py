@@ -33,7 +33,7 @@ MEMORY_FIELDS = {  # the form fields the memory estimate reads
 }
 
 
-def build_training(ctx: Lab) -> NewRunForm:
+def build_training(ctx: Lab, tab: gr.Tab | None = None) -> NewRunForm:
     tails = gr.State({})  # run id → MetricsTail: this browser reads only what each run appended since its last poll
     first_preset = "cpu-default" if "cpu-default" in ctx.model_presets else next(iter(ctx.model_presets))
     first_method = next(iter(METHODS))
@@ -162,6 +162,9 @@ def build_training(ctx: Lab) -> NewRunForm:
     memory_inputs = {method, preset, *(forms[m][f] for m in forms for f in forms[m] if f in MEMORY_FIELDS)}
     for trigger in memory_inputs:
         trigger.change(partial(estimate_line, ctx, form), memory_inputs, memory, show_progress="hidden")
+    if tab is not None:  # on opening the tab, not at start-up: the first estimate reads the model's shapes
+        tab.select(partial(estimate_line, ctx, form), memory_inputs, memory, show_progress="hidden")
+        tab.select(partial(count_votes, ctx, form), count_inputs, votes.count, show_progress="hidden")
     for control in (selected, compare):
         control.change(partial(show_run, ctx, view), [selected, compare, tails], view.outputs[1:])
     start.click(
