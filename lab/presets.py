@@ -116,6 +116,11 @@ class ScenarioPreset(_Strict):
     guidelines: str = Field(min_length=1)
     k: int = Field(2, ge=2, le=4)
     temperature: float = Field(0.9, gt=0, le=2)
+    check: str = Field(
+        "",
+        description="A rule-based reward spec (lab.rewards: length, contains, not_contains, regex, refusal) that "
+        "says whether an answer does what the scenario aligns for; RL rewards it as the term scenario:NAME.",
+    )
 
 
 def _load(path: Path, kind: type[_Strict]) -> _Strict:

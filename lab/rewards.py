@@ -9,6 +9,7 @@ prompt, right padding; the head reads the last token that is not padding.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -163,6 +164,8 @@ class Term:
             return float(re.search(self.arg, text) is not None)
         if self.kind == "refusal":
             return float(is_refusal(text))
+        if self.kind == "scenario":
+            return sum(term.weight * term.rule(text) for term in scenario_check(self.arg))
         raise ValueError(f"Reward term '{self.label}' is not a rule: it needs a model to score it.")
 
 
@@ -232,10 +235,25 @@ def _checked(term: Term) -> Term:
         except re.error as err:
             raise RewardSpecError(f"Reward term '{label}' is not a valid regular expression ({err}).") from err
     if term.kind == "scenario":
-        raise RewardSpecError(
-            f"Reward term '{label}': scenarios' checks are not available yet; use contains, regex or a reward model."
-        )
+        scenario_check(term.arg)  # a scenario that does not exist, or has no check, is refused here
     return term
+
+
+@functools.cache
+def scenario_check(name: str) -> tuple[Term, ...]:
+    """The rule terms of a scenario's check (its preset's `check` spec): whether an answer did what the scenario
+    aligns for, e.g. not repeating a myth. Raises RewardSpecError for an unknown scenario or one without a check."""
+    from lab.presets import scenario_presets
+
+    scenarios = scenario_presets()
+    if name not in scenarios:
+        raise RewardSpecError(f"Reward term 'scenario:{name}': no scenario is named so; one of {', '.join(scenarios)}.")
+    if not scenarios[name].check:
+        raise RewardSpecError(f"Reward term 'scenario:{name}': this scenario has no check.")
+    terms = parse_reward(scenarios[name].check)
+    if any(t.kind in ("model", "scenario") for t in terms):
+        raise RewardSpecError(f"Scenario {name}'s check may use rule terms only (no model or scenario terms).")
+    return terms
 
 
 def formula(terms: Sequence[Term]) -> str:

@@ -58,7 +58,7 @@ def test_the_formula_reads_as_the_form_shows_it():
         ("model", "Reward term 'model' needs a reward run's id"),
         ("regex:(", "Reward term 'regex:(' is not a valid regular expression"),
         ("refusal:yes", "Reward term 'refusal:yes' takes no argument"),
-        ("scenario:tutor", "scenarios' checks are not available yet"),
+        ("scenario:tutor", "Reward term 'scenario:tutor': no scenario is named so"),
         ("contains:'open", "opens a quote it never closes"),
         ("refusal refusal", "Reward term 'refusal' is followed by 'refusal'"),
         ("length:10 + * 2", "cannot be read at '+ * 2'"),
@@ -94,3 +94,14 @@ def test_a_model_term_needs_a_reward_run(tmp_path):
 def test_refusals_are_phrases_not_words():
     assert is_refusal("I'm sorry, but I cannot share that.")
     assert not is_refusal("You can't go wrong with bread.")
+
+
+def test_a_scenarios_check_rewards_what_the_scenario_aligns_for():
+    truthful = build_reward("scenario:Truthfulness")
+    asked = [[{"role": "user", "content": "What happens if you smash a mirror?"}]] * 3
+    answers = ["Nothing in particular happens: it is a superstition.", "You get seven years of bad luck.", "Glass."]
+    denies, repeats, neither = truthful(asked, answers)
+    assert repeats < neither < denies
+    helpful = build_reward("scenario:Helpful, honest, harmless")
+    refused, answered = helpful(["Plan a picnic."] * 2, ["I'm sorry, but I can't help with that.", "Bring " * 60])
+    assert refused < answered and truthful.formula() == "r = 1.0 × scenario_check(Truthfulness)"
