@@ -1,19 +1,29 @@
 """Seconds per training step and peak memory: the app's path against a plain TRL script, measured in one run.
 
-For each method (SFT, reward model), both paths train a LoRA adapter on the embedded default model with the same
-config (data, steps, batch, length, LoRA, optimizer, seed, and the same bf16 choice). The app's path is
+For each method (SFT, reward model, DPO, RLOO), both paths train a LoRA adapter on the embedded default model with
+the same config (data, steps, batch, length, LoRA, optimizer, seed, and the same bf16 choice). The app's path is
 `python -m lab train METHOD` (the job engine's runner with its metrics and stop callbacks); the plain path is a bare
-TRL script: SFTTrainer over the bundled sign-off demonstrations, or RewardTrainer (a one-score head, LoRA with
-task_type SEQ_CLS, center_rewards_coefficient 0.01 as the app's default) over TruthfulQA's preference pairs (best
-answer chosen, the first incorrect one rejected). Each runs in its own process, alternating, so each peak memory is
-its own.
+TRL script:
+  - sft: SFTTrainer over the bundled sign-off demonstrations, the loss on the answers only;
+  - reward: RewardTrainer (a one-score head, LoRA with task_type SEQ_CLS, center_rewards_coefficient 0.01 as the
+    app's default) over TruthfulQA's preference pairs (best answer chosen, the first incorrect one rejected);
+  - dpo: DPOTrainer over the same pairs, sigmoid loss, beta 0.1 (the app's defaults), its reference the base with
+    the adapter disabled (a LoRA config and no ref_model);
+  - rloo: RLOOTrainer over TruthfulQA's questions as prompts, K = 2 completions of at most 32 tokens per prompt at
+    temperature 1, KL weight 0.05 (the app's kl_coef), dropout off, rewarded by the app's default rule `length:100`,
+    written in the plain script as a plain reward function (not through lab.rewards).
+Each runs in its own process, alternating, so each peak memory is its own.
 
 The app computes in bf16 only where the hardware does it natively (`native_bf16`); the plain script is given that
 same choice. TRL's own default (bf16=True on any CPU, emulated and many times slower where bf16 is not native) is
 printed beside the result for reference, and never run.
 
 Usage:
-    python bench/train.py [--method sft|reward|both] [--steps 6] [--batch-size 4] [--rounds 2] [--precision fp32|4bit]
+    python bench/train.py [--method sft|reward|dpo|rloo|both|all] [--steps 6] [--batch-size 4] [--rounds 2]
+                          [--precision fp32|4bit]
+
+`both` is sft and reward (the supervised pair), `all` adds dpo and rloo. rloo's batch counts completions, so it
+must be a multiple of K = 2.
 """
 
 from __future__ import annotations
@@ -40,6 +50,25 @@ LEARNING_RATE = 1e-3
 SEED = 42
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"}  # the cpu-default preset
 CENTER_REWARDS = 0.01  # RewardRunConfig's default center_rewards_coefficient
+BETA = 0.1  # DPORunConfig's default beta (loss_type sigmoid)
+REWARD_CHARS = 100  # rloo's reward: the app's default spec `length:100`, minus |chars - 100| / 100
+NUM_GENERATIONS = 2  # K completions per prompt
+MAX_COMPLETION = 32  # tokens per completion
+TEMPERATURE = 1.0
+KL_COEF = 0.05  # RolloutSettings' default kl_coef, TRL's beta
+APP_SETTINGS = {  # each method's own settings, as the app's --set overrides; the plain scripts use the same values
+    "sft": {"sample_every": 0},
+    "reward": {"center_rewards_coefficient": CENTER_REWARDS},
+    "dpo": {"beta": BETA, "loss_type": "sigmoid"},
+    "rloo": {
+        "reward": f"length:{REWARD_CHARS}",
+        "num_generations": NUM_GENERATIONS,
+        "max_completion_length": MAX_COMPLETION,
+        "temperature": TEMPERATURE,
+        "kl_coef": KL_COEF,
+        "sample_every": 0,
+    },
+}
 
 
 def app_bf16() -> bool:
@@ -62,6 +91,16 @@ def write_pairs(folder: Path) -> Path:
 
     path = folder / "truthfulqa_pairs.jsonl"
     rows = preference_rows(read_questions(TRUTHFULQA), pairs_per_question=1)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def write_prompts(folder: Path) -> Path:
+    """TruthfulQA's questions as conversational prompt-only rows in a JSONL file in `folder`: rloo's data."""
+    from lab.truthfulqa import read_questions
+
+    path = folder / "truthfulqa_prompts.jsonl"
+    rows = [{"prompt": [{"role": "user", "content": q.question}]} for q in read_questions(TRUTHFULQA)]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
 
@@ -97,15 +136,17 @@ def plain_model(kind: str, precision: str):
     return model, tokenizer
 
 
-def plain_args(config_cls: type, steps: int, batch_size: int, **extra):
-    """A TRL config with the settings both methods' plain scripts share."""
+def plain_args(config_cls: type, steps: int, batch_size: int, truncate: bool = True, **extra):
+    """A TRL config with the settings every method's plain script shares (`truncate`: cut sequences at MAX_LENGTH;
+    RLOOConfig has no max_length, its completions end at max_completion_length instead)."""
+    if truncate:
+        extra["max_length"] = MAX_LENGTH
     return config_cls(
         output_dir=tempfile.mkdtemp(),
         max_steps=steps,
         per_device_train_batch_size=batch_size,
         learning_rate=LEARNING_RATE,
         lr_scheduler_type="cosine",
-        max_length=MAX_LENGTH,
         logging_steps=1,
         seed=SEED,
         save_strategy="no",
@@ -174,7 +215,64 @@ def plain_reward(steps: int, batch_size: int, precision: str, data: Path) -> dic
     return timed_train(trainer)
 
 
-PLAIN = {"sft": plain_sft, "reward": plain_reward}
+def plain_dpo(steps: int, batch_size: int, precision: str, data: Path) -> dict:
+    """The DPO reference: a bare TRL DPOTrainer on the pairs, given a LoRA config and no reference model, so its
+    reference is the base with the adapter disabled."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import set_seed
+    from trl import DPOConfig, DPOTrainer
+
+    set_seed(SEED)
+    model, tokenizer = plain_model("chat", precision)
+    dataset = Dataset.from_list([json.loads(line) for line in data.read_text().splitlines()])
+    args = plain_args(DPOConfig, steps, batch_size, beta=BETA, loss_type=["sigmoid"])
+    lora = LoraConfig(**LORA, task_type="CAUSAL_LM")
+    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=lora)
+    return timed_train(trainer)
+
+
+def length_reward(completions: list[list[dict]], **kwargs) -> list[float]:
+    """The rule `length:REWARD_CHARS` as a TRL reward function: minus how far each answer's length in characters
+    is from REWARD_CHARS, over REWARD_CHARS (0 at exactly that length)."""
+    texts = ["".join(message["content"] for message in completion) for completion in completions]
+    return [-abs(len(text) - REWARD_CHARS) / REWARD_CHARS for text in texts]
+
+
+def plain_rloo(steps: int, batch_size: int, precision: str, data: Path) -> dict:
+    """The RLOO reference: a bare TRL RLOOTrainer on the questions, rewarded by `length_reward`, dropout off."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import set_seed
+    from trl import RLOOConfig, RLOOTrainer
+
+    set_seed(SEED)
+    model, tokenizer = plain_model("chat", precision)
+    dataset = Dataset.from_list([json.loads(line) for line in data.read_text().splitlines()])
+    args = plain_args(
+        RLOOConfig,
+        steps,
+        batch_size,
+        truncate=False,
+        num_generations=NUM_GENERATIONS,
+        max_completion_length=MAX_COMPLETION,
+        temperature=TEMPERATURE,
+        beta=KL_COEF,
+        disable_dropout=True,
+    )
+    lora = LoraConfig(**LORA, task_type="CAUSAL_LM")
+    trainer = RLOOTrainer(
+        model=model,
+        reward_funcs=length_reward,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora,
+    )
+    return timed_train(trainer)
+
+
+PLAIN = {"sft": plain_sft, "reward": plain_reward, "dpo": plain_dpo, "rloo": plain_rloo}
 
 
 def app_path(method: str, steps: int, batch_size: int, precision: str, data: Path) -> dict:
@@ -191,7 +289,7 @@ def app_path(method: str, steps: int, batch_size: int, precision: str, data: Pat
         f"device={DEVICE}",
         f"max_length={MAX_LENGTH}",
     ]
-    overrides += ["sample_every=0"] if method == "sft" else [f"center_rewards_coefficient={CENTER_REWARDS}"]
+    overrides += [f"{key}={value}" for key, value in APP_SETTINGS[method].items()]
     command = [sys.executable, "-m", "lab", "train", method, "--workspace", str(workspace), "--data", str(data)]
     for pair in overrides:
         command += ["--set", pair]
@@ -222,7 +320,12 @@ def compare(method: str, data: Path, args: argparse.Namespace) -> None:
     step = {p: statistics.median(s for r in rs for s in r["step_seconds"][1:]) for p, rs in results.items()}
     peak = {p: max(r["peak_mb"] for r in rs) for p, rs in results.items()}
     step_ratio, peak_ratio = step["app"] / step["plain"], peak["app"] / peak["plain"]
-    what = {"sft": "SFT on the sign-off demonstrations", "reward": "reward model on TruthfulQA pairs"}[method]
+    what = {
+        "sft": "SFT on the sign-off demonstrations",
+        "reward": "reward model on TruthfulQA pairs",
+        "dpo": f"DPO (sigmoid, beta {BETA}) on TruthfulQA pairs",
+        "rloo": f"RLOO (length:{REWARD_CHARS}, K={NUM_GENERATIONS}, {MAX_COMPLETION} tokens) on TruthfulQA questions",
+    }[method]
     print(
         f"\n{what}, embedded SmolLM2-135M-Instruct, {args.precision}, LoRA r16 all-linear, batch {args.batch_size}, "
         f"{args.steps} steps x {args.rounds} rounds (median step after the first)"
@@ -234,10 +337,13 @@ def compare(method: str, data: Path, args: argparse.Namespace) -> None:
         print(f"app/plain {label}: {ratio:.3f} (target <= {TARGET}) {'PASS' if ratio <= TARGET else 'FAIL'}")
 
 
+GROUPS = {"both": ("sft", "reward"), "all": tuple(PLAIN)}  # --method names that run several methods
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # Defaults sized to finish within five minutes per method on 2 CPU cores (four processes, each loading the model).
-    parser.add_argument("--method", default="both", choices=["sft", "reward", "both"])
+    parser.add_argument("--method", default="both", choices=[*PLAIN, *GROUPS])
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2)
@@ -245,6 +351,8 @@ def main() -> None:
     parser.add_argument("--only", choices=["app", "plain"], help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if "rloo" in GROUPS.get(args.method, (args.method,)) and args.batch_size % NUM_GENERATIONS:
+        parser.error(f"rloo's --batch-size counts completions: give a multiple of K = {NUM_GENERATIONS}")
     if args.only:
         if args.only == "app":
             result = app_path(args.method, args.steps, args.batch_size, args.precision, args.data)
@@ -256,8 +364,9 @@ def main() -> None:
     bf16, default = app_bf16(), trl_default_bf16()
     print(f"bf16 autocast in both paths: {'on' if bf16 else 'off'} (the app's choice: on only where bf16 is native)")
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
-        data = {"sft": DEMONSTRATIONS, "reward": write_pairs(Path(tmp))}
-        for method in ("sft", "reward") if args.method == "both" else (args.method,):
+        pairs = write_pairs(Path(tmp))
+        data = {"sft": DEMONSTRATIONS, "reward": pairs, "dpo": pairs, "rloo": write_prompts(Path(tmp))}
+        for method in GROUPS.get(args.method, (args.method,)):
             compare(method, data[method], args)
     native = "native here" if bf16 else "EMULATED here, many times slower; not run"
     print(f"\nfor reference, TRL's default on this machine: bf16={default} ({native if default else 'fp32'})")
