@@ -156,7 +156,12 @@ def build_training(ctx: Lab, tab: gr.Tab | None = None) -> NewRunForm:
     selected.focus(lambda: gr.update(choices=_run_choices(ctx)), outputs=selected)
     compare.focus(lambda: gr.update(choices=_run_choices(ctx)), outputs=compare)
     start_from.focus(partial(list_starts, ctx), [preset, method], start_from)
-    count_inputs = {method, data_file, *votes.inputs, *(forms[m]["eval_fraction"] for m in forms)}
+    count_inputs = {
+        method,
+        data_file,
+        *votes.inputs,
+        *(fields["eval_fraction"] for fields in forms.values() if "eval_fraction" in fields),
+    }
     for trigger in count_inputs:
         trigger.change(partial(count_votes, ctx, form), count_inputs, votes.count, show_progress="hidden")
     memory_inputs = {method, preset, *(forms[m][f] for m in forms for f in forms[m] if f in MEMORY_FIELDS)}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from lab.fields import Checked, help_field
 from lab.refs import DEFAULT_MODEL, DEVICES, TRAINABLE_PRECISIONS
@@ -97,6 +97,9 @@ class RolloutSettings:
     """What the RL methods (rloo, grpo, reinforce) share: the reward, and how completions are sampled and held
     near the reference (the base with the adapter off)."""
 
+    # Shared fields an RL run does not read (no held-out split; prompts are not cut): left out of the form.
+    unused_fields: ClassVar[tuple[str, ...]] = ("eval_fraction", "max_length")
+
     reward: str = help_field(
         "length:100",
         "What to reward: a weighted sum of terms, e.g. 'model:RUN_ID + 0.5*length:200 - contains:sorry' "
@@ -170,7 +173,8 @@ def config_from_preset(
 
 def form_fields(cls: type) -> list[dataclasses.Field]:
     """The fields a person sets in the Training tab (the rest come from the preset or the data picker)."""
-    return [f for f in dataclasses.fields(cls) if f.metadata.get("form", True)]
+    unused = getattr(cls, "unused_fields", ())
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("form", True) and f.name not in unused]
 
 
 def group_of(cls: type, name: str) -> str:
