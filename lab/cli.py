@@ -7,6 +7,9 @@ Examples:
     python -m lab train sft --data demos.jsonl --max-steps 30 --learning-rate 1e-4
     python -m lab train sft --config workspace/runs/<run id>/config.yaml      # reproduce a run
     python -m lab score --reward <run id> --prompt "Hi" --response "Hello!" --response "Go away."
+    python -m lab train dpo --data workspace --exclude-flagged --beta 0.1
+    python -m lab train rloo --scenario Truthfulness --reward "model:<reward run> - 0.2*refusal"
+    python -m lab train dpo --config workspace/runs/<run id>/config.yaml --prepare-only  # then: accelerate launch
 """
 
 from __future__ import annotations
