@@ -38,36 +38,38 @@ def answer_logprobs(lm: LoadedModel, items: Sequence[tuple[list[dict], str]], ba
     """The total log-probability of each answer's tokens after its prompt messages (the chat template with the
     generation prompt, then the answer), in order.
 
-    Sequences are batched by length and padded on the left, so every answer ends at the last position and the
-    vocabulary projection runs only over the answer's positions (`logits_to_keep`), not the whole prompt: the
-    projection dominates the cost of a small model with a large vocabulary. RoPE attends by relative position,
-    so the left padding leaves the scores as they are alone."""
+    The answers of one prompt (a question's true and false answers) share it: the prompt runs once, and its
+    key-value cache is repeated across a batch of its answers, so each answer costs only its own tokens."""
+    import copy
+
     import torch
 
     tokenizer = lm.tokenizer
-    encoded = []
-    for messages, answer in items:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(lm.model.parameters()).device
+    groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}  # prompt ids → (item index, answer ids)
+    for index, (messages, answer) in enumerate(items):
         prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
         tokens = tokenizer(answer, add_special_tokens=False)["input_ids"]
-        encoded.append((list(prompt["input_ids"]), tokens))
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
-    device = next(lm.model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    totals = [0.0] * len(encoded)
+        groups.setdefault(tuple(prompt["input_ids"]), []).append((index, tokens))
+    totals = [0.0] * len(items)
     with torch.inference_mode():
-        for start in range(0, len(order), max(1, batch_size)):
-            batch = order[start : start + batch_size]
-            sequences = [encoded[i][0] + encoded[i][1] for i in batch]
-            width = max(map(len, sequences))
-            keep = max(len(encoded[i][1]) for i in batch) + 1  # the answers' positions, and the one before each
-            ids = torch.tensor([[pad] * (width - len(s)) + s for s in sequences], device=device)  # (B, T)
-            mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in sequences], device=device)
-            logits = lm.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits.float()  # (B, keep, V)
-            logprobs = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, keep-1, V): position t predicts t+1
-            picked = logprobs.gather(-1, ids[:, width - keep + 1 :, None])[..., 0]  # (B, keep-1)
-            for row, i in enumerate(batch):
-                length = len(encoded[i][1])  # the answer is the last `length` tokens of the row
-                totals[i] = float(picked[row, keep - 1 - length :].sum())
+        for prompt, answers in groups.items():
+            out = lm.model(input_ids=torch.tensor([prompt], device=device), use_cache=True, logits_to_keep=1)
+            first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # (V,): the answers' first token
+            for start in range(0, len(answers), max(1, batch_size)):
+                chunk = answers[start : start + batch_size]
+                width = max(len(tokens) for _, tokens in chunk)
+                ids = torch.tensor([t + [pad] * (width - len(t)) for _, t in chunk], device=device)  # (B, A)
+                mask = torch.tensor([[1] * len(prompt) + [1] * len(t) + [0] * (width - len(t)) for _, t in chunk])
+                cache = copy.deepcopy(out.past_key_values)
+                cache.batch_repeat_interleave(len(chunk))  # (1, …, P, …) → (B, …, P, …)
+                logits = lm.model(input_ids=ids, attention_mask=mask.to(device), past_key_values=cache).logits
+                rest = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, A-1, V): position j predicts j+1
+                picked = rest.gather(-1, ids[:, 1:, None])[..., 0]  # (B, A-1)
+                for row, (index, tokens) in enumerate(chunk):
+                    if tokens:  # right padding: the answer is the row's first len(tokens) tokens
+                        totals[index] = float(first[tokens[0]] + picked[row, : len(tokens) - 1].sum())
     return totals
 
 
