@@ -97,14 +97,24 @@ def fit(trainer: Any, run_dir: Path, stop: StopSignal, resume: bool = False, car
     checkpoint = latest_checkpoint(run_dir) if resume else None
     trainer.train(resume_from_checkpoint=checkpoint)
     adapter = run_dir / "adapter"
-    if not trainer.is_world_process_zero():  # under `accelerate launch`, the first process writes the results
-        return adapter
-    trainer.model.save_pretrained(adapter, safe_serialization=True)
-    if card:
-        (adapter / "README.md").write_text(card, encoding="utf-8")
-    final = final_metrics(trainer.state.log_history)
-    (run_dir / "final_metrics.json").write_text(json.dumps(final, indent=1), encoding="utf-8")
+    if trainer.is_world_process_zero():  # under `accelerate launch`, the first process writes the results
+        trainer.model.save_pretrained(adapter, safe_serialization=True)
+        if card:
+            (adapter / "README.md").write_text(card, encoding="utf-8")
+        final = final_metrics(trainer.state.log_history)
+        (run_dir / "final_metrics.json").write_text(json.dumps(final, indent=1), encoding="utf-8")
+    leave_process_group(trainer)
     return adapter
+
+
+def leave_process_group(trainer: Any) -> None:
+    """Under `accelerate launch`, wait for the first process to save, then leave the process group together: a
+    process that exits with its group still up can abort ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        trainer.accelerator.wait_for_everyone()
+        dist.destroy_process_group()
 
 
 def final_metrics(log_history: list[dict]) -> dict:
