@@ -264,14 +264,14 @@ def inspect_reward(
     return summarise(run_id, pairs, top_k, agreement)
 
 
-def votes_behind(store: Store, pair: ScoredPair) -> list[Comparison]:
-    """The live workspace votes that made this pair (its prompt, its chosen answer ranked above its rejected one):
-    where a wrong label is fixed, by withdrawing the vote."""
+def votes_behind(votes: list[Comparison], pair: ScoredPair) -> list[Comparison]:
+    """Those of `votes` (the workspace's live ones) that made this pair (its prompt, its chosen answer ranked above
+    its rejected one): where a wrong label is fixed, by withdrawing the vote."""
     from lab.preferences import ranked_pairs
 
     prompt = json.dumps(pair.prompt, sort_keys=True)
     found = []
-    for vote in store.list_comparisons():
+    for vote in votes:
         if vote.verdict != "ranked" or json.dumps(vote.prompt, sort_keys=True) != prompt:
             continue
         texts = [c["text"] for c in vote.candidates]

@@ -86,7 +86,8 @@ def test_each_reply_is_scored_given_the_turns_before_it_and_only_once():
 def test_a_replys_reward_shows_beside_the_conversation_and_never_in_it(trained, tiny_model_dir):
     import copy
 
-    from ui.chat import NO_REWARD, show_rewards
+    from ui.chat import show_rewards
+    from ui.reward_models import NO_REWARD
 
     store, run = trained
     lab = Lab(store)

@@ -8,8 +8,8 @@ import pytest
 from lab import Lab
 from lab.arena import position_bias
 from lab.preferences import order_by_reward, vote_ranks
-from ui.chat import NO_REWARD
 from ui.ranking import ONE_MODEL, TYPED, Screen, cast_vote, sort_by_reward
+from ui.reward_models import NO_REWARD
 
 
 @pytest.mark.parametrize(

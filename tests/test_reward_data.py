@@ -98,9 +98,9 @@ def test_the_votes_behind_a_wrong_pair_can_be_withdrawn(store):
         ]
     )
     pair = ScoredPair([{"role": "user", "content": "q"}], "wrong", "right", -1.0, 2.0)
-    assert [v.id for v in votes_behind(store, pair)] == [wrong, other]
+    assert [v.id for v in votes_behind(store.list_comparisons(), pair)] == [wrong, other]
     assert store.withdraw_comparisons([wrong, wrong + 100]) == [wrong]
-    assert [v.id for v in votes_behind(store, pair)] == [other]
+    assert [v.id for v in votes_behind(store.list_comparisons(), pair)] == [other]
     assert store.withdraw_comparisons([wrong]) == []  # already withdrawn
 
 

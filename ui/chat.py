@@ -23,18 +23,13 @@ from lab.preferences import score_replies
 from lab.refs import BASE_VIEW, DEFAULT_MODEL, DEVICES, PRECISIONS, ModelRef
 from lab.store import Conversation
 from ui.errors import UserError
+from ui.reward_models import NO_REWARD, reward_model_choices
 
 WAIT_FOR_MODEL_S = 600
-NO_REWARD = "none"  # the reward-model dropdowns' "no scoring" choice
 
 
 def list_models(ctx: Lab) -> list[str]:
     return list(dict.fromkeys([DEFAULT_MODEL, *(p.model for p in ctx.model_presets.values())]))
-
-
-def list_reward_models(ctx: Lab) -> list[tuple[str, str]]:
-    """(label, run id) choices for scoring answers: none, then the workspace's reward runs, newest first."""
-    return [(NO_REWARD, NO_REWARD)] + [(a.label, run_id) for run_id, a in ctx.adapters(kind="reward").items()]
 
 
 def list_conversations(ctx: Lab) -> list[tuple[str, int]]:
@@ -89,7 +84,7 @@ def build_chat(ctx: Lab) -> None:
                     info="Every chat is saved in the workspace as it goes",
                 )
                 scorer = gr.Dropdown(
-                    list_reward_models(ctx),
+                    reward_model_choices(ctx),
                     value=NO_REWARD,
                     label="Score replies with",
                     elem_id="chat-scorer",
@@ -152,7 +147,7 @@ def build_chat(ctx: Lab) -> None:
     chatbot.clear(lambda: None, outputs=conversation_id).then(**scoring)
     past.focus(lambda: gr.update(choices=list_conversations(ctx)), outputs=past)
     past.select(partial(reopen, ctx), past, [chatbot, system, conversation_id]).then(**scoring)
-    scorer.focus(lambda: gr.update(choices=list_reward_models(ctx)), outputs=scorer)
+    scorer.focus(lambda: gr.update(choices=reward_model_choices(ctx)), outputs=scorer)
     scorer.change(**scoring)
     load.click(partial(load_model, ctx), [model, precision, device], view)
     view.focus(lambda: gr.update(choices=ctx.views()), outputs=view)

@@ -33,7 +33,7 @@ from lab.preferences import (
     vote_ranks,
 )
 from lab.store import Comparison
-from ui.chat import NO_REWARD, list_reward_models
+from ui.reward_models import NO_REWARD, reward_model_choices
 
 LETTERS = "ABCD"
 ONE_MODEL = "one model, different samples"
@@ -154,7 +154,7 @@ def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
         with gr.Column(scale=1):
             with gr.Group():
                 reward_model = gr.Dropdown(
-                    list_reward_models(ctx),
+                    reward_model_choices(ctx),
                     value=NO_REWARD,
                     label="Reward model",
                     elem_id="rank-reward-model",
@@ -195,7 +195,7 @@ def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
             [task, outcome, progress, reason],
         )
     undo.click(partial(undo_vote, ctx, screen), [annotator, queue, mode], [outcome, progress])
-    reward_model.focus(lambda: gr.update(choices=list_reward_models(ctx)), outputs=reward_model)
+    reward_model.focus(lambda: gr.update(choices=reward_model_choices(ctx)), outputs=reward_model)
     sort_button.click(
         partial(sort_by_reward, ctx, screen),
         [task, reward_model],

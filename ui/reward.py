@@ -18,6 +18,7 @@ from lab.models import ModelError
 from lab.reward_report import ScoredPair, votes_behind
 from lab.train import get_method
 from ui.errors import UserError
+from ui.reward_models import reward_model_choices
 from ui.votes import VotePicker, build_vote_picker, pair_count
 
 WORST_COLUMNS = ["#", "prompt", "chosen by the annotators", "rejected", "chosen reward", "rejected reward", "votes"]
@@ -44,13 +45,9 @@ class Inspection:
         return [self.summary, self.histogram, self.lengths, self.worst, self.pick, self.pairs]
 
 
-def reward_runs(ctx: Lab) -> list[tuple[str, str]]:
-    return [(a.label, run_id) for run_id, a in ctx.adapters(kind="reward").items()]
-
-
 def build_reward(ctx: Lab, tab: gr.Tab | None = None) -> None:
     gr.Markdown(INTRO)
-    runs = reward_runs(ctx)
+    runs = reward_model_choices(ctx, with_none=False)
     run = gr.Dropdown(
         runs,
         value=runs[0][1] if runs else None,
@@ -102,7 +99,7 @@ def build_reward(ctx: Lab, tab: gr.Tab | None = None) -> None:
         score_button = gr.Button("Score", variant="primary", elem_id="score-run", scale=1)
         score_note = gr.Markdown(elem_id="score-note")
 
-    run.focus(lambda: gr.update(choices=reward_runs(ctx)), outputs=run)
+    run.focus(lambda: gr.update(choices=reward_model_choices(ctx, with_none=False)), outputs=run)
     count = partial(count_for_preset, ctx, votes, preset)
     for trigger in (preset, *votes.inputs):
         trigger.change(count, {preset, *votes.inputs}, votes.count)
@@ -132,7 +129,7 @@ def start_training(ctx: Lab, votes: VotePicker, preset: gr.Dropdown, values: dic
         f"Run **{run.id}** {run.status}: its curves are in the Training tab. When it is done, pick it above and "
         "inspect it."
     )
-    return message, gr.update(choices=reward_runs(ctx))
+    return message, gr.update(choices=reward_model_choices(ctx, with_none=False))
 
 
 def inspect_run(ctx: Lab, view: Inspection, run_id: str | None) -> dict:
@@ -142,7 +139,8 @@ def inspect_run(ctx: Lab, view: Inspection, run_id: str | None) -> dict:
         report = ctx.inspect_reward(run_id)
     except (ValueError, ModelError) as err:
         raise UserError(str(err)) from err
-    behind = [len(votes_behind(ctx.store, pair)) for pair in report.worst]
+    votes = ctx.store.list_comparisons()
+    behind = [len(votes_behind(votes, pair)) for pair in report.worst]
     rows = [
         {
             "#": n,
@@ -174,7 +172,7 @@ def withdraw_votes(ctx: Lab, number: str | None, pairs: list[ScoredPair]) -> str
     if not number or not pairs:
         raise UserError("Inspect a reward model, then pick the number of a pair to fix.")
     pair = pairs[int(number) - 1]
-    found = votes_behind(ctx.store, pair)
+    found = votes_behind(ctx.store.list_comparisons(), pair)
     if not found:
         return f"No live vote in this workspace made pair {number} (it came from a file, or was withdrawn already)."
     withdrawn = ctx.store.withdraw_comparisons([v.id for v in found])
