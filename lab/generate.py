@@ -265,3 +265,38 @@ def sample_candidates(
         text, _ = _cut_at_stop(lm.tokenizer.decode(row, skip_special_tokens=True), settings.stop)
         candidates.append(Generation(text.strip(), ids.shape[1], _count_new(lm, row), seconds))
     return candidates
+
+
+def encode_batch(lm: LoadedModel, conversations: list[list[Message]], max_new_tokens: int):
+    """(input_ids, attention_mask), each (B, T): the conversations left-padded to one width, so every row's reply
+    starts at column T and a batch generates together."""
+    import torch
+
+    rows = [encode_chat(lm, messages, max_new_tokens)[0].tolist() for messages in conversations]
+    width = max(map(len, rows))
+    pad = lm.tokenizer.pad_token_id
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=lm.model.device)
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=lm.model.device)
+    return ids, mask
+
+
+def generate_batch(
+    lm: LoadedModel, conversations: list[list[Message]], settings: GenerationSettings
+) -> list[Generation]:
+    """One reply to each conversation, all in one batched `generate` call (evaluations answer many prompts so).
+
+    Left padding changes a row's arithmetic slightly (different matrix shapes), so a greedy reply can in rare
+    near-ties differ from the same conversation generated alone."""
+    import torch
+
+    ids, mask = encode_batch(lm, conversations, settings.max_new_tokens)
+    _seed(settings)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = lm.model.generate(input_ids=ids, attention_mask=mask, **_generate_kwargs(lm, settings, ids.shape[1]))
+    seconds = time.perf_counter() - start
+    replies = []
+    for prompt, row in zip(mask.sum(1).tolist(), out[:, ids.shape[1] :], strict=True):
+        text, _ = _cut_at_stop(lm.tokenizer.decode(row, skip_special_tokens=True), settings.stop)
+        replies.append(Generation(text.strip(), prompt, _count_new(lm, row), seconds))
+    return replies
