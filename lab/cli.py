@@ -10,23 +10,27 @@ Examples:
     python -m lab train dpo --data workspace --exclude-flagged --beta 0.1
     python -m lab train rloo --scenario Truthfulness --reward "model:<reward run> - 0.2*refusal"
     python -m lab train dpo --config workspace/runs/<run id>/config.yaml --prepare-only  # then: accelerate launch
+    python -m lab eval --models base,<run id> --prompts held_out.jsonl --judge <reward run id>
+    python -m lab eval --models base,<run id> --truthfulqa TruthfulQA.csv --system "Answer truthfully." --out r.json
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from collections.abc import Callable
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
+from lab.fields import parse_overrides
 from lab.formats.detect import FORMATS
 from lab.generate import GenerationSettings, PromptTooLongError, build_messages, stream_chat
 from lab.models import ModelError, ModelManager, list_models
 from lab.refs import BASE_VIEW, DEFAULT_MODEL, DEVICES, PRECISIONS
-from lab.train import METHODS
+from lab.train import get_method, training_methods
 
 WORKSPACE_DATA = "workspace"  # --data workspace: the workspace's own data, as no --data does
 
@@ -60,14 +64,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one method headless with a terminal progress bar; prints where the adapter is."""
     from lab import jobs
-    from lab.fields import parse_overrides
     from lab.presets import model_presets
     from lab.store import Store
-    from lab.train import get_method
 
     method = get_method(args.method)
-    flags = {key.removeprefix("field_"): value for key, value in vars(args).items() if key.startswith("field_")}
-    overrides = {**parse_overrides(args.set or []), **flags}
+    overrides = {**parse_overrides(args.set or []), **_field_flags(args)}
     if args.config:  # a run's config.yaml reproduces the run: its own data file too, unless --data says otherwise
         config = method.config.from_file(args.config).replace(**overrides)
         data_file = config.data if args.data is None else args.data
@@ -109,6 +110,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                 run.id, expect=("queued",), status="failed", error="Not started: another run was training."
             )
             raise
+
+
+def _field_flags(args: argparse.Namespace) -> dict:
+    """The config fields set by their own flags (--lora-r 8 …), by field name."""
+    return {key.removeprefix("field_"): value for key, value in vars(args).items() if key.startswith("field_")}
 
 
 def _print_memory_estimate(method: str, config) -> None:
@@ -156,6 +162,33 @@ def cmd_export(args: argparse.Namespace) -> int:
         count = export_preferences(store, args.out, tuple(args.exclude or ()), negatives=args.negatives)
     print(f"Exported {count} {'unpaired rows' if args.negatives else args.what} to {args.out}")
     return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate models on held-out prompts in this process: win rates by a judge in both orders, KL from the base,
+    length, rule checks, TruthfulQA MC1/MC2 (with --truthfulqa CSV); prints the table and writes report.json."""
+    from lab import Lab, jobs
+
+    lab = Lab(args.workspace)
+    busy = jobs.active_run(lab.store)
+    if busy is not None:
+        raise ValueError(f"Run {busy.id} is running in this workspace; wait for it or stop it first.")
+    overrides = {**parse_overrides(args.set or []), **_field_flags(args)}
+    run = lab.evaluate(
+        prompts=args.prompts,
+        scenario=args.scenario,
+        experiment=args.experiment,
+        preset=args.preset,
+        name=args.name or "",
+        start=False,
+        **overrides,
+    )
+    print(f"Run {run.id}: {run.folder}", file=sys.stderr)
+    with _tee(run.folder / "log.txt"):
+        code = jobs.execute(lab.store, run.id)
+    if code == 0 and args.out and run.report() is not None:
+        Path(args.out).write_text(json.dumps(run.report(), indent=1), encoding="utf-8")
+    return code
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -226,7 +259,7 @@ def _parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help=cmd_train.__doc__, description=cmd_train.__doc__)
     methods = train.add_subparsers(dest="method", required=True, metavar="METHOD")
-    for method in METHODS.values():
+    for method in training_methods().values():
         _method_parser(methods, method, parents=[workspace])
 
     run = sub.add_parser("run", help=cmd_run.__doc__, description=cmd_run.__doc__, parents=[workspace])
@@ -257,6 +290,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     exp.set_defaults(func=cmd_export)
 
+    ev = sub.add_parser("eval", help=cmd_eval.__doc__, description=cmd_eval.__doc__, parents=[workspace])
+    ev.add_argument("--prompts", default="", help="a file of prompts (TRL's prompt-only rows; default: the pool)")
+    ev.add_argument("--scenario", default="", help="answer this scenario's questions instead")
+    ev.add_argument(
+        "--experiment", type=int, default=None, help="pit this prompt experiment's best prompt against the models"
+    )
+    ev.add_argument("--preset", default="cpu-default", help="a model preset from presets/models/ (the base)")
+    ev.add_argument("--name", default=None, help="a name for the run")
+    ev.add_argument("--out", default="", help="also write the report to this JSON file")
+    ev.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    _config_flags(ev, get_method("eval"))
+    ev.set_defaults(func=cmd_eval)
+
     sc = sub.add_parser("score", help=cmd_score.__doc__, description=cmd_score.__doc__, parents=[workspace])
     sc.add_argument("--reward", required=True, metavar="RUN", help="the reward run's id")
     sc.add_argument("--prompt", required=True, help="the user message the responses answer")
@@ -271,9 +317,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def _method_parser(methods: argparse._SubParsersAction, method, parents: list) -> None:
     """`train METHOD`: the common options, then one flag per config field, with the field's help and range."""
-    from lab.fields import describe_range, yaml_scalar
-    from lab.train.config import group_of
-
     parser = methods.add_parser(
         method.name, help=method.summary, description=f"{method.summary} Trains on {method.data}.", parents=parents
     )
@@ -301,6 +344,15 @@ def _method_parser(methods: argparse._SubParsersAction, method, parents: list) -
         parser.add_argument("--scenario", help="train only on the votes cast in this scenario's queue")
     if method.data == "prompts":
         parser.add_argument("--scenario", help="sample from this scenario's questions (default: the prompt pool)")
+    _config_flags(parser, method)
+    parser.set_defaults(func=cmd_train)
+
+
+def _config_flags(parser: argparse.ArgumentParser, method) -> None:
+    """One flag per field of the method's config (but its data file), with the field's help, range and default."""
+    from lab.fields import describe_range, yaml_scalar
+    from lab.train.config import group_of
+
     groups: dict[str, argparse._ArgumentGroup] = {}
     for spec in dataclasses.fields(method.config):
         if spec.name == "data":
@@ -317,7 +369,6 @@ def _method_parser(methods: argparse._SubParsersAction, method, parents: list) -
             metavar=type(spec.default).__name__.upper(),
             help=f"{spec.metadata['help']}{f' ({bounds})' if bounds else ''} Default: {spec.default!r}.",
         )
-    parser.set_defaults(func=cmd_train)
 
 
 def main(argv: list[str] | None = None) -> int:

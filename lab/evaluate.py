@@ -14,7 +14,7 @@ answers, sum(p(true)) / (sum(p(true)) + sum(p(false))), each p the answer's tota
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -180,3 +180,162 @@ def paired_difference(before: MCResult, after: MCResult, metric: str = "mc1", se
     deltas = after.table[metric].to_numpy() - before.table[metric].to_numpy()
     low, high = bootstrap_interval(deltas, seed)
     return PairedDifference(metric, float(before.table[metric].mean()), float(after.table[metric].mean()), low, high)
+
+
+# Win rates judged in both orders, and the verdict of "prompt or fine-tune?"
+
+PairJudge = Callable[[int, str, str], float]  # (prompt index, first answer, second answer) → P(first is better)
+
+
+def reward_judge(scores: Mapping[tuple[int, str], float]) -> PairJudge:
+    """A reward model as a pairwise judge: the answer with the higher reward wins (1), equal rewards tie (0.5).
+
+    `scores` maps (prompt index, answer) to its reward. A reward model reads each answer alone, so it has no
+    position bias by construction; a judge that reads both answers (a chat model asked "A or B?") has one."""
+    return lambda prompt, first, second: float(np.sign(scores[prompt, first] - scores[prompt, second]) + 1) / 2
+
+
+@dataclass(frozen=True)
+class WinRate:
+    """How often `model`'s answer beats `reference`'s on the same prompts, every pair judged in both orders.
+
+    A judge that favours the answer it reads first favours each side once, so the rate is free of it;
+    `position_bias` says how strong it was: the share of verdicts for the answer shown first, minus 0.5."""
+
+    model: str
+    reference: str
+    wins: tuple[float, ...]  # per prompt: 1 won in both orders, 0.5 split or tied, 0 lost in both
+    position_bias: float
+
+    @property
+    def rate(self) -> float:
+        return float(np.mean(self.wins)) if self.wins else float("nan")
+
+    def interval(self) -> tuple[float, float]:
+        return bootstrap_interval(self.wins)
+
+    def summary(self) -> str:
+        low, high = self.interval()
+        return (
+            f"{self.model} beats {self.reference} on {self.rate:.0%} of {len(self.wins)} prompts "
+            f"(95% CI {low:.0%} to {high:.0%}; position bias {self.position_bias:+.2f})"
+        )
+
+
+def win_rate(
+    judge: PairJudge,
+    model_answers: Sequence[str],
+    reference_answers: Sequence[str],
+    model: str,
+    reference: str,
+) -> WinRate:
+    """Judge every prompt's pair twice, the model's answer first and then second; identical answers tie unjudged.
+
+    judge(prompt index, first answer, second answer) is the probability that the first is the better one."""
+    wins, firsts = [], []
+    for index, (ours, theirs) in enumerate(zip(model_answers, reference_answers, strict=True)):
+        if ours.strip() == theirs.strip():
+            wins.append(0.5)
+            continue
+        ours_first, theirs_first = judge(index, ours, theirs), judge(index, theirs, ours)
+        wins.append((ours_first + 1 - theirs_first) / 2)
+        firsts.append((ours_first + theirs_first) / 2)  # how often the answer shown first won, in this pair
+    bias = float(np.mean(firsts)) - 0.5 if firsts else 0.0
+    return WinRate(model, reference, tuple(wins), bias)
+
+
+def verdict(prompted: str, tuned: str, head_to_head: WinRate | None, mc: PairedDifference | None = None) -> str:
+    """One sentence on "prompt or fine-tune?" that states its uncertainty: who wins the head-to-head judgement of
+    the tuned model against the prompted base, with its 95% interval, else who scores the higher TruthfulQA MC1;
+    the MC1 difference is added when both were measured."""
+    if head_to_head is not None:
+        low, high = head_to_head.interval()
+        shown = (
+            f"the fine-tune wins {head_to_head.rate:.0%} of {len(head_to_head.wins)} prompts judged in both orders "
+            f"(95% CI {low:.0%} to {high:.0%})"
+        )
+        margin = (low - 0.5, high - 0.5)
+    else:
+        shown = f"TruthfulQA MC1 {mc.difference:+.3f} for the fine-tune (95% CI {mc.low:+.3f} to {mc.high:+.3f})"
+        margin, mc = (mc.low, mc.high), None
+    if margin[0] > 0:
+        sentence = f"The fine-tune ({tuned}) beats the prompt ({prompted}): {shown}"
+    elif margin[1] < 0:
+        sentence = f"The prompt ({prompted}) beats the fine-tune ({tuned}): {shown}"
+    else:
+        sentence = (
+            f"No clear winner between the prompt ({prompted}) and the fine-tune ({tuned}): {shown}, an interval "
+            "that holds no difference; more prompts would narrow it"
+        )
+    if mc is not None:
+        sentence += f"; TruthfulQA {mc.summary()}"
+    return sentence + "."
+
+
+# Evaluation reports as a table and charts, comparable across runs
+
+METRICS = {  # report key → (column, chart title, (interval low key, high key) or None)
+    "win_rate": ("win rate", "win rate vs the reference", ("win_low", "win_high")),
+    "mean_reward": ("reward", "mean reward (judge)", ("reward_low", "reward_high")),
+    "mc1": ("MC1", "TruthfulQA MC1", ("mc1_low", "mc1_high")),
+    "mc2": ("MC2", "TruthfulQA MC2", ("mc2_low", "mc2_high")),
+    "kl": ("KL", "KL from the base (nats per answer)", None),
+    "mean_length": ("tokens", "mean length (tokens)", None),
+    "check": ("check", "rule check (mean)", None),
+}
+EXTRA = ("position_bias", "mc1_delta", "mc1_delta_low", "mc1_delta_high")
+
+
+def report_table(reports: Mapping[str, dict]) -> pd.DataFrame:
+    """One row per (evaluation run, model) with what was measured, rounded; columns nothing measured are dropped."""
+    keys = [k for metric, (*_, interval) in METRICS.items() for k in (metric, *(interval or ()))] + list(EXTRA)
+    rows = [
+        {"run": run_id, "model": m["model"], **{k: m.get(k) for k in keys}}
+        for run_id, report in reports.items()
+        for m in report.get("models", [])
+    ]
+    frame = pd.DataFrame(rows, columns=["run", "model", *keys])
+    measured = frame[keys].apply(pd.to_numeric, errors="coerce").round(3).dropna(axis=1, how="all")
+    return pd.concat([frame[["run", "model"]], measured], axis=1)
+
+
+def summary_table(report: dict) -> pd.DataFrame:
+    """One evaluation's models as short strings for a terminal or a notebook: each metric with its 95% interval."""
+    table = report_table({"": report})
+
+    def cell(row, metric: str) -> str:
+        if metric not in table or pd.isna(row[metric]):
+            return ""
+        interval = METRICS[metric][2]
+        percent = metric == "win_rate"
+        shown = f"{row[metric]:.0%}" if percent else f"{row[metric]:.3g}"
+        if interval and all(k in table for k in interval) and not pd.isna(row[interval[0]]):
+            low, high = (f"{row[k]:.0%}" if percent else f"{row[k]:.3g}" for k in interval)
+            shown += f" ({low} to {high})"
+        return shown
+
+    return pd.DataFrame(
+        [
+            {"model": row["model"], **{METRICS[m][0]: cell(row, m) for m in METRICS if m in table}}
+            for _, row in table.iterrows()
+        ]
+    )
+
+
+def report_figure(table: pd.DataFrame):
+    """One bar panel per metric measured, every model side by side, with its 95% interval where it has one."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    shown = [m for m in METRICS if m in table]
+    figure = make_subplots(rows=max(1, len(shown)), cols=1, subplot_titles=[METRICS[m][1] for m in shown])
+    several = table["run"].nunique() > 1
+    names = [f"{r.model} · {r.run}" if several else r.model for r in table.itertuples()]
+    for row, metric in enumerate(shown, 1):
+        values, interval = table[metric], METRICS[metric][2]
+        error = None
+        if interval and all(k in table for k in interval):
+            error = dict(type="data", array=table[interval[1]] - values, arrayminus=values - table[interval[0]])
+        figure.add_trace(go.Bar(x=names, y=values, error_y=error, name=METRICS[metric][1]), row=row, col=1)
+    figure.update_layout(height=230 * max(1, len(shown)), showlegend=False, margin=dict(t=40, b=30, l=50, r=20))
+    return figure

@@ -272,3 +272,20 @@ def export_csv(store: Store, experiment_id: int, path: str | Path) -> Path:
 def seed_prompt_pool(store: Store, sets: list[str]) -> int:
     """Put the bundled question sets in the workspace's prompt pool (idempotent); returns how many were new."""
     return sum(store.add_prompts(load_question_set(name)) for name in sets)
+
+
+def best_prompt(store: Store, experiment_id: int) -> dict:
+    """The experiment's best variant ({"name", "system", "template"}): the most good marks minus bad marks over
+    its rated cells, ties to the one with fewer bad marks. "Prompt or fine-tune?" pits it against an adapter.
+
+    Raises ValueError when no cell was rated, since then no variant is better than another."""
+    exp = store.get_experiment(experiment_id)
+    results = store.list_results(experiment_id)
+    if not any(r.rating for r in results):
+        raise ValueError(f"Experiment '{exp.name}' has no rated answers: mark answers good or bad to find its best.")
+
+    def merit(v: int) -> tuple[int, int]:
+        ratings = [r.rating for r in results if r.variant == v and r.rating]
+        return sum(ratings), -ratings.count(-1)
+
+    return dict(exp.variants[max(range(len(exp.variants)), key=merit)])

@@ -191,7 +191,8 @@ def execute(store: Store, run_id: str, stop: StopSignal | None = None) -> int:
         return 1
     status = "stopped" if stop.is_set() else "done"
     store.update_run(run_id, expect=ACTIVE, status=status, exit_code=0, finished_at=now())
-    print(f"Adapter saved in {adapter}", flush=True)
+    made = "Adapter" if get_method(run.method).adapter_kind else "Report"
+    print(f"{made} saved in {adapter}", flush=True)
     return 0
 
 
@@ -215,6 +216,8 @@ def _train(store: Store, run: Run, folder: Path, stop: StopSignal) -> Path:
 
     method = get_method(run.method)
     config = method.config.from_dict(run.config, where=f"{run.id}/config.yaml")
+    if method.adapter_kind is None:  # a report (an evaluation): it runs itself, checking the stop between batches
+        return method.build(config, folder).run(stop)
     trainer = method.build(config, folder)
     return fit(trainer, folder, stop, resume=latest_checkpoint(folder) is not None, card=model_card(run))
 

@@ -102,6 +102,12 @@ class TrainingRun:
             time.sleep(poll_s)
         return status
 
+    def report(self) -> dict | None:
+        """An evaluation run's report (lab.train.evaluation), once it is done; None before or for a training run."""
+        from lab.train.evaluation import read_report
+
+        return read_report(self.folder)
+
     def stop(self) -> None:
         """Stop at the end of the current step; the adapter learned so far is saved."""
         from lab import jobs
@@ -338,6 +344,38 @@ class Lab:
         config = config if config is not None else self.config(method, preset, **overrides)
         run = jobs.prepare(self.store, method, config, name=name, data_file=str(data or ""), **options)
         jobs.submit(self.store, run)
+        return TrainingRun(self, run.id)
+
+    def evaluate(
+        self,
+        models: str | list[str] = "base",
+        *,
+        prompts: str | Path = "",
+        scenario: str = "",
+        experiment: int | None = None,
+        preset: str = "cpu-default",
+        name: str = "",
+        start: bool = True,
+        **overrides: Any,
+    ) -> TrainingRun:
+        """Queue an evaluation (lab.train.evaluation) of `models` ('base' or chat run ids, each optionally
+        '+prompt') on the prompts of a file, a scenario's questions or the workspace's pool; `.wait()`, then
+        `.report()`. `experiment` asks the '+prompt' models with that prompt experiment's best variant (and adds
+        them when none is listed): "prompt or fine-tune?". Overrides set the config (judge, truthfulqa, system…).
+
+        A model or judge that does not exist is refused before anything is queued."""
+        from lab import jobs
+        from lab.experiments import best_prompt
+        from lab.train.evaluation import check_references, with_prompt
+
+        models = models if isinstance(models, str) else ",".join(models)
+        config = self.config("eval", preset, models=models, **overrides)
+        if experiment is not None:
+            config = with_prompt(config, best_prompt(self.store, experiment))
+        check_references(self.store, config)
+        run = jobs.prepare(self.store, "eval", config, name=name, data_file=str(prompts or ""), scenario=scenario)
+        if start:
+            jobs.submit(self.store, run)
         return TrainingRun(self, run.id)
 
     def run(self, run_id: str) -> TrainingRun:

@@ -1,6 +1,6 @@
 """Training tab: pick a method, start a run on its data, watch it live, stop, resume, compare runs.
 
-The form, the data picker and the curve panels are generated from the method registry (lab.train.METHODS):
+The form, the data picker and the curve panels are generated from the method registry (lab.train.training_methods):
 a new method shows up here without a change to this file.
 """
 
@@ -17,7 +17,7 @@ from lab import Lab, jobs
 from lab.curves import curves, kl_note, progress
 from lab.fields import describe_range
 from lab.store import ORIGINS
-from lab.train import METHODS, get_method
+from lab.train import get_method, training_methods
 from lab.train.config import form_fields, group_of
 from lab.train.runs import MetricsTail, log_tail, read_samples
 from ui.errors import UserError
@@ -36,7 +36,7 @@ MEMORY_FIELDS = {  # the form fields the memory estimate reads
 def build_training(ctx: Lab, tab: gr.Tab | None = None) -> NewRunForm:
     tails = gr.State({})  # run id → MetricsTail: this browser reads only what each run appended since its last poll
     first_preset = "cpu-default" if "cpu-default" in ctx.model_presets else next(iter(ctx.model_presets))
-    first_method = next(iter(METHODS))
+    first_method = next(iter(training_methods()))
     forms: dict[str, dict[str, gr.components.Component]] = {}
     groups: dict[str, gr.Group] = {}
     with gr.Row():
@@ -44,7 +44,7 @@ def build_training(ctx: Lab, tab: gr.Tab | None = None) -> NewRunForm:
             gr.Markdown("### New run")
             with gr.Row():
                 method = gr.Dropdown(
-                    [(f"{m.name}: {m.summary}", m.name) for m in METHODS.values()],
+                    [(f"{m.name}: {m.summary}", m.name) for m in training_methods().values()],
                     value=first_method,
                     label="Method",
                     elem_id="train-method",
@@ -68,15 +68,15 @@ def build_training(ctx: Lab, tab: gr.Tab | None = None) -> NewRunForm:
                 value=list(ORIGINS),
                 label="Train on demonstrations written by",
                 info="Compare human-only, teacher-only or both",
-                visible=METHODS[first_method].data == "demonstrations",
+                visible=get_method(first_method).data == "demonstrations",
             )
-            votes = build_vote_picker(ctx, visible=METHODS[first_method].data == "preferences", elem_prefix="train")
+            votes = build_vote_picker(ctx, visible=get_method(first_method).data == "preferences", elem_prefix="train")
             prompts = gr.Dropdown(
                 [PROMPT_POOL, *ctx.scenarios],
                 value=PROMPT_POOL,
                 label="Sample prompts from",
                 info="The prompts the policy answers during RL: the workspace's prompt pool or a scenario's questions",
-                visible=METHODS[first_method].data == "prompts",
+                visible=get_method(first_method).data == "prompts",
             )
             data_file = gr.File(
                 label="…or train on a file instead (JSONL, JSON, CSV or Parquet)",
@@ -99,7 +99,7 @@ def build_training(ctx: Lab, tab: gr.Tab | None = None) -> NewRunForm:
                 resume = gr.Button("Resume", size="sm")
             status = gr.Markdown(elem_id="run-status")
     with gr.Accordion("Hyperparameters", open=False):
-        for spec in METHODS.values():
+        for spec in training_methods().values():
             values = _preset_config(ctx, spec.name, first_preset)
             with gr.Group(visible=spec.name == first_method) as groups[spec.name]:
                 forms[spec.name] = _form(spec.config, values)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lab.fields import Checked
-from lab.train import dpo, grpo, reinforce, reward, rloo, sft
+from lab.train import dpo, evaluation, grpo, reinforce, reward, rloo, sft
 
 DATA = ("demonstrations", "preferences", "prompts")
 PRODUCTS = {"chat-adapter": "chat", "reward-model": "reward", "report": None}  # product → adapter kind it lists as
@@ -65,6 +65,11 @@ def register(method: Method) -> Method:
         raise ValueError(f"a method named '{method.name}' is already registered")
     METHODS[method.name] = method
     return method
+
+
+def training_methods() -> dict[str, Method]:
+    """The methods that train an adapter (the Training tab's and `lab train`'s), not those that write a report."""
+    return {name: m for name, m in METHODS.items() if m.adapter_kind is not None}
 
 
 def get_method(name: str) -> Method:
@@ -164,5 +169,18 @@ register(
         produces="chat-adapter",
         panels=reinforce.PANELS + SYSTEM_PANELS,
         build=reinforce.build,
+    )
+)
+
+register(
+    Method(
+        name="eval",
+        summary="Evaluation: several models answer the same held-out prompts; win rates by a reward-model judge in "
+        "both orders, KL from the base, length, rule checks and TruthfulQA MC1/MC2, with 95% intervals.",
+        config=evaluation.EvalRunConfig,
+        data="prompts",
+        produces="report",
+        panels=(),
+        build=evaluation.build,
     )
 )
