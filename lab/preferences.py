@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 TYPED_QUEUE = "(type your own below)"  # no queue: the voter types each prompt
 POOL_QUEUE = "workspace prompt pool"  # every prompt in the workspace; any other queue name is a scenario
+EVAL_QUEUE = "eval"  # eval:RUN:MODEL — an evaluation's answers by MODEL against its reference's, made in advance
 # What each way of making candidates feeds: only answers from different models meet in the leaderboard.
 SAMPLES_FEED = "Feeds preference pairs (reward model / DPO training); not the leaderboard, since one model answers."
 MODELS_FEED = "Feeds the model leaderboard and win rates, and preference pairs too."
@@ -267,7 +268,66 @@ def queue_questions(store: Store, scenarios: Mapping[str, ScenarioPreset], queue
         return []
     if queue == POOL_QUEUE:
         return [p.text for p in store.list_prompts()]
+    if queue.startswith(f"{EVAL_QUEUE}:"):
+        return list(evaluation_pairs(store, queue))
     return [p.text for p in load_question_set(scenarios[queue].questions)]
+
+
+def send_to_ranking(store: Store, run_id: str, model: str) -> str:
+    """Offer an evaluation's pairs for human judgement: per prompt, the reference's answer and `model`'s, as a
+    ranking queue (listed by `evaluation_queues`); returns the queue's name."""
+    from lab.train.evaluation import read_report
+
+    report = read_report(store.runs_dir / run_id)
+    if report is None:
+        raise ValueError(f"Run {run_id} has no evaluation report yet: wait for it to finish.")
+    models = [row["model"] for row in report["models"][1:]]
+    if model not in models:
+        raise ValueError(f"Pick one of the models compared with {report['reference']}: {', '.join(models)}.")
+    sent = store.runs_dir / run_id / "ranking.json"
+    queued = json.loads(sent.read_text(encoding="utf-8")) if sent.is_file() else []
+    sent.write_text(json.dumps(sorted({*queued, model})), encoding="utf-8")
+    return f"{EVAL_QUEUE}:{run_id}:{model}"
+
+
+def evaluation_queues(store: Store) -> list[str]:
+    """The ranking queues of evaluations sent for human judgement, newest run first."""
+    queues = []
+    for run in store.list_runs(("done",)):
+        sent = store.runs_dir / run.id / "ranking.json"
+        if run.method == "eval" and sent.is_file():
+            queues += [f"{EVAL_QUEUE}:{run.id}:{model}" for model in json.loads(sent.read_text(encoding="utf-8"))]
+    return queues
+
+
+def evaluation_pairs(store: Store, queue: str) -> dict[str, list[dict]]:
+    """An evaluation queue's questions, each with its two answers as candidates (the reference's, then the
+    model's); prompts where both answered alike are left out, since there is nothing to judge."""
+    from lab.train.evaluation import read_report
+
+    _, run_id, model = queue.split(":", 2)
+    report, path = read_report(store.runs_dir / run_id), store.runs_dir / run_id / "answers.jsonl"
+    if report is None or not path.is_file():
+        return {}
+    pairs = {}
+    for row in read_json_lines(path):
+        answers = {name: row["answers"][name]["text"] for name in (report["reference"], model)}
+        if len({text.strip() for text in answers.values()}) == 2:
+            pairs[row["prompt"][-1]["content"]] = [
+                {"text": text, "model": name, "settings": {"evaluation": run_id}} for name, text in answers.items()
+            ]
+    return pairs
+
+
+def prepared_candidates(store: Store, queue: str, question: str) -> list[dict] | None:
+    """The candidates a queue made in advance for this question (an evaluation's pair), or None: generate them."""
+    if not queue.startswith(f"{EVAL_QUEUE}:"):
+        return None
+    return evaluation_pairs(store, queue).get(question)
+
+
+def read_json_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 @dataclass(frozen=True)

@@ -145,3 +145,20 @@ def test_the_cli_prints_the_table_and_writes_the_report(tiny_model_dir, tmp_path
     assert "not a chat adapter" in capsys.readouterr().err
     assert main(["eval", "--models", "base+prompt", *common]) == 2  # a '+prompt' model needs a prompt
     assert "system" in capsys.readouterr().err
+
+
+def test_an_evaluations_pairs_go_to_the_ranking_queue(evaluated):
+    from lab.preferences import evaluation_queues, prepared_candidates, queue_questions, send_to_ranking
+
+    lab, sft_id, run = evaluated
+    with pytest.raises(ValueError, match="Pick one of the models"):
+        send_to_ranking(lab.store, run.id, "base")  # the reference has no pair with itself
+    queue = send_to_ranking(lab.store, run.id, sft_id)
+    assert queue in evaluation_queues(lab.store)
+    answers = [json.loads(line)["answers"] for line in (run.folder / "answers.jsonl").read_text().splitlines()]
+    differing = [t for t, a in zip(TOPICS, answers, strict=True) if a["base"]["text"] != a[sft_id]["text"]]
+    questions = queue_questions(lab.store, lab.scenarios, queue)
+    assert questions == [f"Tell me about {t}." for t in differing] and questions
+    first = prepared_candidates(lab.store, queue, questions[0])
+    assert [c["model"] for c in first] == ["base", sft_id]
+    assert prepared_candidates(lab.store, lab.scenarios and next(iter(lab.scenarios)), questions[0]) is None

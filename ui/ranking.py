@@ -26,8 +26,10 @@ from lab.preferences import (
     QueueStatus,
     Side,
     candidate_steps,
+    evaluation_queues,
     next_question,
     order_by_reward,
+    prepared_candidates,
     queue_status,
     shuffled_order,
     vote_ranks,
@@ -96,11 +98,12 @@ def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
                 )
                 scenario = gr.Dropdown(scenario_names, value=scenario_names[0], label="Scenario", scale=3)
                 queue = gr.Dropdown(
-                    [*scenario_names, POOL, TYPED],
+                    queue_choices(ctx),
                     value=scenario_names[0],
                     label="Prompt queue",
                     scale=3,
-                    info="A scenario's question set, every prompt in the workspace, or typed",
+                    info="A scenario's question set, every prompt in the workspace, an evaluation's pairs, or typed",
+                    elem_id="rank-queue",
                 )
             typed = gr.Textbox(
                 label="Prompt",
@@ -180,6 +183,7 @@ def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
     mode.change(
         lambda m: (gr.update(visible=m == TWO_SIDES), gr.update(interactive=m == ONE_MODEL)), mode, [sides_row, k]
     )
+    queue.focus(lambda: gr.update(choices=queue_choices(ctx)), outputs=queue)
     for dropdown in (view_a, view_b):
         dropdown.focus(lambda: gr.update(choices=ctx.views()), outputs=dropdown)
     # No overlay over the panes while answers are made: the note beside Next says what is happening.
@@ -209,9 +213,15 @@ def guidelines_text(ctx: Lab, scenario: str) -> str:
     return f"### Guidelines: {preset.name}\n\n{preset.description}\n\n{preset.guidelines}"
 
 
+def queue_choices(ctx: Lab) -> list[str]:
+    return [*ctx.scenarios, POOL, *evaluation_queues(ctx.store), TYPED]
+
+
 def _status(ctx: Lab, queue: str, annotator: str, mode: str) -> QueueStatus:
-    """Progress through the queue counts per mode: votes on one model's samples never finish it for two models."""
-    return queue_status(ctx.store, ctx.scenarios, queue, annotator, between_models=mode == TWO_SIDES)
+    """Progress through the queue counts per mode: votes on one model's samples never finish it for two models
+    (an evaluation's queue holds answers made in advance, whatever the mode)."""
+    between = None if queue in evaluation_queues(ctx.store) else mode == TWO_SIDES
+    return queue_status(ctx.store, ctx.scenarios, queue, annotator, between_models=between)
 
 
 def show_progress(ctx: Lab, annotator: str, queue: str, mode: str) -> str:
@@ -250,6 +260,10 @@ def next_task(
         question, source = next_question(status, typed, use_queue)
     except ValueError as err:
         yield {screen.note: f"**{err}**", screen.progress: status.text}
+        return
+    prepared = prepared_candidates(ctx.store, queue, question) if use_queue else None
+    if prepared:  # an evaluation's pair: both answers exist already
+        yield show_task(screen, question, source, prepared, status)
         return
     sides = [Side(view_a, system_a or ""), Side(view_b, system_b or "")] if mode == TWO_SIDES else [Side(BASE_VIEW)]
     count = 2 if mode == TWO_SIDES else int(k)
