@@ -1,11 +1,14 @@
-"""Chat generation: the chat template, streaming token by token, K candidates in one call.
+"""Chat generation: the chat template, streaming token by token, K candidates in one call, and several
+conversations (each with its own adapter) in one batch.
 
-Every path goes through `model.generate`; streaming adds only a
-TextIteratorStreamer on a worker thread, so it runs at the library's speed.
+Every path goes through `model.generate`; streaming adds only a streamer that hands each step's tokens to the
+reading thread, with `generate` on a worker thread, so it runs at the library's speed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING
 from lab import limits
 from lab.fields import Checked, help_field
 from lab.models import LoadedModel
+from lab.refs import BASE_VIEW
 
 if TYPE_CHECKING:
     import torch
@@ -54,6 +58,15 @@ class Generation:
 
 
 Message = dict[str, str]
+
+
+@dataclass
+class Column:
+    """One conversation of a batch: its messages (system prompt, history, the new user turn) and the view that
+    answers it ('base' or an adapter's name)."""
+
+    messages: list[Message]
+    view: str = BASE_VIEW
 
 
 def build_messages(user: str, system: str | None = None, history: list[Message] | None = None) -> list[Message]:
@@ -153,19 +166,41 @@ def stream_chat(
     messages: list[Message],
     settings: GenerationSettings,
 ) -> Iterator[str]:
-    """Yield the reply as it grows (the whole text so far, each time a token arrives).
+    """Yield the reply as it grows (the whole text so far, each time a token adds to it): `stream_columns` with one
+    column, whose view is whatever `model` holds. Closing the iterator stops the generation at the next token."""
+    with contextlib.closing(stream_columns(model, [Column(messages)], settings)) as replies:
+        for texts in replies:
+            yield texts[0]
 
-    `model` is a loaded model, or a function returning a context that holds one
-    (ModelManager.use): it is entered on the generating thread, never across a
-    yield, so a consumer that stops reading cannot keep the model locked. Closing
-    the iterator stops the generation at the next token.
+
+def stream_columns(
+    model: LoadedModel | Callable[[], AbstractContextManager[LoadedModel]],
+    columns: list[Column],
+    settings: GenerationSettings,
+) -> Iterator[list[str]]:
+    """Answer several conversations in one batched `generate`, yielding every reply so far each time one grows.
+
+    `model` is a loaded model, or a function returning a context that holds one (ModelManager.use_many): it is
+    entered on the generating thread, never across a yield, so a consumer that stops reading cannot keep the model
+    locked. Rows whose views differ each name their adapter (PEFT's `adapter_names`, "__base__" for the base);
+    rows that share one view run it as the holder set it. Each reply ends at its own end of sequence or stop
+    string. Closing the iterator stops the generation at the next token.
+
+    Same settings, same seed: the seed is set once before the one call. With temperature 0 each reply is the
+    greedy reply its conversation gets alone (up to the float rounding of batched matrix products); with sampling
+    each row draws its own numbers from the one seeded generator, so the same columns with the same seed give the
+    same replies, but a column's reply depends on which columns sit beside it.
     """
     import torch
-    from transformers import StoppingCriteria, TextIteratorStreamer
+    from transformers import StoppingCriteria
+    from transformers.generation.streamers import BaseStreamer
 
+    if not columns:
+        raise ValueError("Nothing to answer: give at least one conversation.")
     hold = model if callable(model) else (lambda: nullcontext(model))
     cancelled = threading.Event()
-    ready: list = []  # the streamer, once the generating thread holds the model and encoded the prompt
+    steps: queue.SimpleQueue = queue.SimpleQueue()  # each step's new token of every row; None once generate ends
+    ready: list[LoadedModel] = []  # the model, once the generating thread holds it and encoded the prompts
     failure: list[BaseException] = []
     started = threading.Event()
 
@@ -173,25 +208,39 @@ def stream_chat(
         def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
             return torch.full((input_ids.shape[0],), cancelled.is_set(), dtype=torch.bool, device=input_ids.device)
 
+    class Steps(BaseStreamer):
+        """Hands each step's tokens (B,) to the reader; TextIteratorStreamer takes one row only."""
+
+        prompt = True  # generate's first put is the prompt (B, T)
+
+        def put(self, value: torch.Tensor) -> None:
+            if self.prompt:
+                self.prompt = False
+            else:
+                steps.put(value.tolist())
+
+        def end(self) -> None:
+            steps.put(None)
+
     def work() -> None:
         try:
             with hold() as lm:
-                ids = encode_chat(lm, messages, settings.max_new_tokens)
-                streamer = TextIteratorStreamer(lm.tokenizer, skip_prompt=True, skip_special_tokens=True)
-                ready.append(streamer)
+                ids, mask = encode_batch(lm, [c.messages for c in columns], settings.max_new_tokens)
+                ready.append(lm)
                 started.set()
+                names = _adapter_names(lm, [c.view for c in columns])
                 _seed(settings)
                 with torch.inference_mode():
                     lm.model.generate(
                         input_ids=ids,
-                        attention_mask=torch.ones_like(ids),
-                        streamer=streamer,
+                        attention_mask=mask,
+                        **({"adapter_names": names} if names else {}),
+                        streamer=Steps(),
                         **_generate_kwargs(lm, settings, ids.shape[1], Cancelled()),
                     )
         except BaseException as err:  # re-raised in the consumer's thread below
             failure.append(err)
-            if ready:
-                ready[0].end()
+            steps.put(None)
         finally:
             started.set()
 
@@ -201,19 +250,37 @@ def stream_chat(
     if not ready:
         worker.join()
         raise failure[0]
-    text = ""
+    tokens: list[list[int]] = [[] for _ in columns]
+    texts = [""] * len(columns)
     try:
-        for piece in ready[0]:
-            text, stopped = _cut_at_stop(text + piece, settings.stop)
-            if piece:
-                yield text
-            if stopped:
-                break
+        while (step := steps.get()) is not None:
+            for row, token in zip(tokens, step, strict=True):
+                row.append(token)
+            grown = [_reply_text(ready[0], row, settings.stop) for row in tokens]
+            if grown != texts:
+                texts = grown
+                yield list(texts)
     finally:
         cancelled.set()
     worker.join()
     if failure:
         raise failure[0]
+
+
+def _adapter_names(lm: LoadedModel, views: list[str]) -> list[str] | None:
+    """PEFT's per-row adapters when the rows' views differ; None when they share one, which the holder set."""
+    if len(set(views)) < 2 or not lm.adapters:
+        return None
+    return ["__base__" if view == BASE_VIEW else view for view in views]
+
+
+def _reply_text(lm: LoadedModel, tokens: list[int], stop: list[str]) -> str:
+    """A row's reply so far: up to its end of sequence, cut at a stop string, without a half-decoded character."""
+    eos = lm.tokenizer.eos_token_id
+    if eos in tokens:
+        tokens = tokens[: tokens.index(eos)]
+    text = lm.tokenizer.decode(tokens, skip_special_tokens=True).rstrip("\ufffd")
+    return _cut_at_stop(text, stop)[0]
 
 
 def generate(lm: LoadedModel, messages: list[Message], settings: GenerationSettings) -> Generation:

@@ -345,9 +345,7 @@ class ModelManager:
     def use(self, view: str = BASE_VIEW) -> Iterator[LoadedModel]:
         """Hold the model with one adapter active, or with all adapters disabled for BASE_VIEW."""
         with self._lock, self._held():
-            lm = self.require()
-            if view != BASE_VIEW and view not in lm.adapters:
-                raise ModelError(f"No adapter named '{view}' is attached to {lm.base}.")
+            lm = self._require_views([view])
             if not lm.adapters:
                 yield lm
                 return
@@ -358,6 +356,25 @@ class ModelManager:
                 ctx = nullcontext()
             with ctx:
                 yield lm
+
+    @contextmanager
+    def use_many(self, views: list[str]) -> Iterator[LoadedModel]:
+        """Hold the model for one batch whose rows run different views, with every attached adapter enabled: the
+        batch names each row's adapter (PEFT's `adapter_names`, see lab.generate), so no view is set in place.
+        Rows that all run one view are `use(view)`, which is faster."""
+        if len(set(views)) == 1:
+            with self.use(views[0]) as lm:
+                yield lm
+            return
+        with self._lock, self._held():
+            yield self._require_views(views)
+
+    def _require_views(self, views: list[str]) -> LoadedModel:
+        lm = self.require()
+        for view in views:
+            if view != BASE_VIEW and view not in lm.adapters:
+                raise ModelError(f"No adapter named '{view}' is attached to {lm.base}.")
+        return lm
 
     @contextmanager
     def _held(self) -> Iterator[None]:

@@ -200,14 +200,36 @@ class Lab:
         from lab.generate import GenerationSettings, build_messages
         from lab.generate import generate as run_generate
 
-        if self.models.loaded is None:
-            self.wait_for_model()
-            if self.models.loaded is None:
-                self.load()
+        self._model_ready()
         settings = GenerationSettings(**{"temperature": 0.0, **sampling})
         attach_adapter(self.store, self.models, adapter)
         with self.models.use(adapter) as lm:
             return run_generate(lm, build_messages(prompt, system, history), settings).text
+
+    def compare(self, message: str, columns: list, *, histories: list[list] | None = None, **sampling) -> list[str]:
+        """One message answered side by side by two or three columns in one batched pass; returns their replies.
+
+        A column is a view ('base' or a trained run's id) or a (view, system prompt) pair; `histories` holds each
+        column's earlier turns. `sampling` as in `generate`, one seed for every column. The Compare tab streams the
+        same path (lab.compare.stream_compare)."""
+        from lab.compare import stream_compare
+        from lab.generate import GenerationSettings
+        from lab.preferences import Side
+
+        self._model_ready()
+        sides = [Side(column) if isinstance(column, str) else Side(*column) for column in columns]
+        settings = GenerationSettings(**{"temperature": 0.0, **sampling})
+        replies = [""] * len(sides)
+        for replies in stream_compare(self.store, self.models, message, sides, histories, settings):  # noqa: B007
+            pass  # each yield holds every reply so far: the last one holds them whole
+        return [reply.strip() for reply in replies]
+
+    def _model_ready(self) -> None:
+        """Wait for a model loading in the background, or load the default one if none is loaded."""
+        if self.models.loaded is None:
+            self.wait_for_model()
+            if self.models.loaded is None:
+                self.load()
 
     # data
 
