@@ -12,6 +12,7 @@ Examples:
     python -m lab train dpo --config workspace/runs/<run id>/config.yaml --prepare-only  # then: accelerate launch
     python -m lab eval --models base,<run id> --prompts held_out.jsonl --judge <reward run id>
     python -m lab eval --models base,<run id> --truthfulqa TruthfulQA.csv --system "Answer truthfully." --out r.json
+    python -m lab export gguf <run id> --out my-model      # also: adapter (with its model card), merged
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
+from lab.export import GGUF_DTYPES, KINDS
 from lab.fields import parse_overrides
 from lab.formats.detect import FORMATS
 from lab.generate import GenerationSettings, PromptTooLongError, build_messages, stream_chat
@@ -150,12 +152,25 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Export accepted demonstrations, or preference pairs, as JSONL in TRL's conversational formats."""
+    """Export accepted demonstrations, or preference pairs, as JSONL in TRL's conversational formats; or a run's
+    adapter with its model card, the adapter merged into its base, or a GGUF file for llama.cpp and Ollama."""
     from lab.data import export_demonstrations
+    from lab.export import export_run
     from lab.preferences import export_preferences
     from lab.store import Store
 
     store = Store(args.workspace)
+    if args.what in KINDS:
+        if not args.run:
+            raise ValueError(f"export {args.what} needs the run's id: python -m lab export {args.what} RUN --out DIR")
+        to_stderr = lambda message: print(message, file=sys.stderr)  # noqa: E731
+        folder = export_run(
+            store, args.run, args.what, args.out, dtype=args.dtype, overwrite=args.overwrite, progress=to_stderr
+        )
+        print(f"Exported run {args.run} ({args.what}) to {folder}")
+        return 0
+    if args.run:
+        raise ValueError(f"export {args.what} takes no run id: it exports the workspace's {args.what}")
     if args.what == "demonstrations":
         count = export_demonstrations(store, args.out, args.origin or None)
     else:
@@ -277,8 +292,11 @@ def _parser() -> argparse.ArgumentParser:
     imp.set_defaults(func=cmd_import)
 
     exp = sub.add_parser("export", help=cmd_export.__doc__, description=cmd_export.__doc__, parents=[workspace])
-    exp.add_argument("what", choices=["demonstrations", "preferences"])
-    exp.add_argument("--out", required=True, help="the JSONL file to write")
+    exp.add_argument("what", choices=["demonstrations", "preferences", *KINDS])
+    exp.add_argument("run", nargs="?", metavar="RUN", help="adapter, merged, gguf: the run's id")
+    exp.add_argument("--out", required=True, help="the JSONL file to write; for a run, the folder to write")
+    exp.add_argument("--dtype", choices=GGUF_DTYPES, default="f16", help="gguf: the weights' type")
+    exp.add_argument("--overwrite", action="store_true", help="replace a previous export in the --out folder")
     exp.add_argument("--origin", action="append", help="demonstrations: only these origins (human, teacher, ...)")
     exp.add_argument("--exclude", action="append", metavar="ANNOTATOR", help="preferences: leave out this annotator")
     exp.add_argument(

@@ -407,3 +407,10 @@ class Lab:
     def runs(self) -> list[TrainingRun]:
         """Every run in the workspace, newest first."""
         return [TrainingRun(self, run.id) for run in self.store.list_runs()]
+
+    def export(self, run_id: str, kind: str, out: str | Path, *, dtype: str = "f16", overwrite: bool = False) -> Path:
+        """Export a run into the folder `out`: its `adapter` with a model card, the adapter `merged` into its base
+        (plain transformers loads it), or `gguf` for llama.cpp and Ollama (see lab.export); returns the folder."""
+        from lab.export import export_run
+
+        return export_run(self.store, run_id, kind, out, dtype=dtype, overwrite=overwrite)
