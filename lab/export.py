@@ -164,8 +164,8 @@ def _merge_note(run: Run, precision: str) -> str:
     if trained == precision:
         return f"The adapter is merged into the base in {precision}, the precision it trained in."
     return (
-        f"The adapter trained on a {trained} base and is merged into a {precision} copy of it, so the merged model "
-        "is slightly closer to the original base than the quantized one the adapter learned on."
+        f"The adapter trained on a {trained} base and is merged into a {precision} copy of it: its outputs differ "
+        f"slightly from those of the {trained} model it trained with."
     )
 
 

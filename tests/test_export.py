@@ -8,6 +8,7 @@ tiny model's weights are large, initializer 0.5). Every case must also pick the 
 
 import dataclasses
 import json
+import zipfile
 from pathlib import Path
 
 import gguf
@@ -229,3 +230,33 @@ def test_a_gguf_of_the_default_model_has_the_vocabulary_and_layout_of_the_origin
             assert mine.fields[key].contents() == original.fields[key].contents(), key
     shapes = lambda reader: {t.name: t.shape.tolist() for t in reader.tensors}  # noqa: E731
     assert shapes(mine) == shapes(original)
+
+
+def test_the_training_tab_exports_the_picked_run_as_a_zip_in_the_sessions_folder(workspace, tmp_path):
+    import gradio as gr
+
+    from lab import Lab
+    from ui.errors import UserError
+    from ui.export import export_zip
+
+    store, chat, _ = workspace
+    ctx = Lab(store)
+    ctx.exports = tmp_path
+    for _ in range(2):  # a second click replaces the session's previous export
+        note, update = export_zip(ctx, chat, "adapter", gr.Request(session_hash="browser"))
+        assert f"Exported run {chat}" in note and update["visible"] is True
+    archive = Path(update["value"])
+    assert archive.parent.parent == tmp_path and archive.suffix == ".zip"
+    with zipfile.ZipFile(archive) as zipped:
+        assert sorted(zipped.namelist()) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+    assert [p.name for p in archive.parent.iterdir()] == [archive.name]  # the folder went into the zip
+    with pytest.raises(UserError, match="GGUF is for chat adapters"):
+        export_zip(ctx, workspace[2], "gguf", gr.Request(session_hash="browser"))
+
+
+def test_a_run_trained_on_a_4bit_base_merges_into_full_precision_and_says_so(tmp_path, tiny_model_dir):
+    store = Store(tmp_path / "workspace")
+    run = adapter_run(store, "sft", SFTRunConfig(model=str(tiny_model_dir), device="cpu", precision="4bit"), SIGNOFF)
+    out = export_run(store, run, "merged", tmp_path / "merged", progress=lambda _: None)
+    assert AutoModelForCausalLM.from_pretrained(out).dtype == torch.float32
+    assert "trained on a 4bit base and is merged into a fp32 copy" in (out / "README.md").read_text()

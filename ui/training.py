@@ -21,6 +21,7 @@ from lab.train import get_method, training_methods
 from lab.train.config import form_fields, group_of
 from lab.train.runs import MetricsTail, log_tail, read_samples
 from ui.errors import UserError
+from ui.export import build_export
 from ui.votes import VotePicker, build_vote_picker, pair_count
 
 RUN_COLUMNS = ["id", "name", "method", "status", "steps", "final loss", "created"]
@@ -98,6 +99,7 @@ def build_training(ctx: Lab, tab: gr.Tab | None = None) -> NewRunForm:
                 stop = gr.Button("Stop (keeps the adapter)", variant="stop", size="sm")
                 resume = gr.Button("Resume", size="sm")
             status = gr.Markdown(elem_id="run-status")
+            build_export(ctx, selected)
     with gr.Accordion("Hyperparameters", open=False):
         for spec in training_methods().values():
             values = _preset_config(ctx, spec.name, first_preset)
