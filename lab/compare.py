@@ -15,7 +15,15 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 
 from lab.adapters import attach_adapter
-from lab.generate import Column, GenerationSettings, Message, build_messages, stream_columns
+from lab.generate import (
+    Column,
+    GenerationSettings,
+    Message,
+    PromptTooLongError,
+    build_messages,
+    encode_chat,
+    stream_columns,
+)
 from lab.models import ModelManager
 from lab.preferences import Side
 from lab.refs import ModelRef
@@ -49,6 +57,12 @@ class ColumnLog:
         """Whether the column ends with a reply that has text."""
         return bool(self.messages and self.messages[-1]["role"] == "assistant" and self.messages[-1]["content"].strip())
 
+    def drop_empty_reply(self) -> None:
+        """Forget a last reply that got no text (stopped before its first token), with its record."""
+        if self.messages and self.messages[-1]["role"] == "assistant" and not self.answered:
+            self.messages.pop()
+            self.answers.pop()
+
 
 def answer_for(base: str, side: Side, settings: GenerationSettings) -> Answer:
     """The record of a reply that `side` of the loaded `base` is about to make with these settings."""
@@ -73,8 +87,8 @@ def stream_compare(
     """Every column's reply to `message` as it grows, all from one batched pass over the loaded base, each row with
     its own adapter (a trained run's is attached by its id first). `histories[i]` is column i's earlier turns.
 
-    Refusals come before anything is generated: a column count out of range, an empty or over-long message, an
-    adapter that does not fit the loaded base."""
+    Refusals come before anything is generated: a column count out of range, an empty message, a conversation
+    too long for the context (naming its column), an adapter that does not fit the loaded base."""
     if not MIN_COLUMNS <= len(sides) <= MAX_COLUMNS:
         raise ValueError(f"Compare {MIN_COLUMNS} or {MAX_COLUMNS} columns, not {len(sides)}.")
     histories = histories or [[] for _ in sides]
@@ -82,6 +96,11 @@ def stream_compare(
         Column(build_messages(message, side.system, history), side.view)
         for side, history in zip(sides, histories, strict=True)
     ]
+    for number, column in enumerate(columns, 1):  # said before the columns wait for the model behind others
+        try:
+            encode_chat(models.require(), column.messages, settings.max_new_tokens)
+        except PromptTooLongError as err:
+            raise PromptTooLongError(f"Column {number}: {err}") from err
     for side in sides:
         attach_adapter(store, models, side.view)
     return stream_columns(partial(models.use_many, [side.view for side in sides]), columns, settings)

@@ -9,7 +9,7 @@ from test_adapters import finished_run
 from lab import Lab
 from lab.adapters import attach_adapter
 from lab.compare import Answer, ColumnLog, answer_for, comparison, score_last_replies, to_json, to_markdown
-from lab.generate import GenerationSettings, build_messages, generate
+from lab.generate import GenerationSettings, PromptTooLongError, build_messages, generate
 from lab.models import load_model
 from lab.preferences import Side
 from lab.store import Store
@@ -69,9 +69,12 @@ def test_sampling_with_one_seed_repeats_every_column(lab):
     assert first[1] != first[2], "two rows of one view draw their own numbers"
 
 
-def test_a_column_count_out_of_range_is_refused(lab):
+def test_a_column_count_out_of_range_or_a_column_too_long_is_refused(lab):
     with pytest.raises(ValueError, match="2 or 3 columns"):
         lab.compare(QUESTION, ["base"])
+    long = [{"role": "user", "content": "mirror " * 120}, {"role": "assistant", "content": "Yes."}]
+    with pytest.raises(PromptTooLongError, match="^Column 2: The prompt is"):
+        lab.compare(QUESTION, ["base", "sft-1"], histories=[[], long], **GREEDY)
 
 
 def compared(lab: Lab, sides: list[Side]) -> list[ColumnLog]:
@@ -109,22 +112,25 @@ def test_a_vote_needs_every_reply_and_different_ones(lab):
         comparison([columns[0], waiting], 0)
 
 
-def test_export_holds_every_column_with_its_model_system_prompt_settings_and_reward(lab):
+def test_export_holds_every_column_with_its_model_system_prompt_settings_and_reward(lab, trained):
+    store, run = trained  # a reward model of the tiny base
+    judge = Lab(store)
     columns = compared(lab, [Side("base"), Side("sft-1", SYSTEM)])
-    problem = score_last_replies(columns, "rm-1", lambda turns, reply: len(reply) / 10)
-    assert problem == "" and columns[0].answers[-1].reward == len(columns[0].messages[-1]["content"]) / 10
+    assert score_last_replies(columns, run.id, lambda turns, reply: judge.score(run.id, turns, [reply])[0]) == ""
+    reply = columns[1].messages[-1]["content"]
+    assert columns[1].answers[-1].reward == pytest.approx(judge.score(run.id, [columns[1].messages[0]], [reply])[0])
 
     data = json.loads(to_json(columns))
     turn = data["columns"][1]["messages"][1]
     assert turn["model"].endswith("sft-1 + system prompt") and turn["system"] == SYSTEM
-    assert turn["settings"]["max_new_tokens"] == 16 and turn["reward_model"] == "rm-1"
+    assert turn["settings"]["max_new_tokens"] == 16 and turn["reward_model"] == run.id
     assert turn["content"] == columns[1].messages[-1]["content"]
 
     markdown = to_markdown(columns)
     assert "## Column 1" in markdown and "## Column 2" in markdown
     assert f"*System prompt:* {SYSTEM}" in markdown and "*System prompt:* (none)" in markdown
     assert f"**User:** {QUESTION}" in markdown
-    assert f"reward {columns[1].answers[-1].reward:+.2f} by rm-1" in markdown
+    assert f"reward {columns[1].answers[-1].reward:+.2f} by {run.id}" in markdown
 
 
 def test_a_reply_the_reward_model_cannot_read_keeps_no_reward_and_says_why():

@@ -7,6 +7,7 @@ import gradio as gr
 from lab import Lab
 from ui.arena import build_arena
 from ui.chat import build_chat
+from ui.compare import build_compare
 from ui.demonstrations import build_demonstrations
 from ui.downloads import forget_session
 from ui.prompting import build_prompting
@@ -33,6 +34,8 @@ def build_app(ctx: Lab) -> gr.Blocks:
         gr.Timer(1.0).tick(model_status, outputs=status, show_progress="hidden", api_name="model_status")
         with gr.Tab("Chat", id="chat"):
             build_chat(ctx)
+        with gr.Tab("Compare", id="compare"):
+            build_compare(ctx)
         with gr.Tab("Prompting", id="prompting"):
             build_prompting(ctx)
         with gr.Tab("Demonstrations", id="demonstrations"):
