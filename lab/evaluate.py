@@ -299,27 +299,26 @@ def report_table(reports: Mapping[str, dict]) -> pd.DataFrame:
     return pd.concat([frame[["run", "model"]], measured], axis=1)
 
 
-def summary_table(report: dict) -> pd.DataFrame:
-    """One evaluation's models as short strings for a terminal or a notebook: each metric with its 95% interval."""
-    table = report_table({"": report})
+def summary_table(table: pd.DataFrame) -> pd.DataFrame:
+    """A report table (report_table) as short strings for a screen: each metric with its 95% interval."""
 
-    def cell(row, metric: str) -> str:
-        if metric not in table or pd.isna(row[metric]):
+    def cell(row: pd.Series, metric: str) -> str:
+        if pd.isna(row[metric]):
             return ""
-        interval = METRICS[metric][2]
-        percent = metric == "win_rate"
+        percent, interval = metric == "win_rate", METRICS[metric][2]
         shown = f"{row[metric]:.0%}" if percent else f"{row[metric]:.3g}"
         if interval and all(k in table for k in interval) and not pd.isna(row[interval[0]]):
             low, high = (f"{row[k]:.0%}" if percent else f"{row[k]:.3g}" for k in interval)
             shown += f" ({low} to {high})"
         return shown
 
-    return pd.DataFrame(
-        [
-            {"model": row["model"], **{METRICS[m][0]: cell(row, m) for m in METRICS if m in table}}
-            for _, row in table.iterrows()
-        ]
-    )
+    metrics = [m for m in METRICS if m in table]
+    rows = [
+        {"run": row["run"], "model": row["model"], **{METRICS[m][0]: cell(row, m) for m in metrics}}
+        for _, row in table.iterrows()
+    ]
+    summary = pd.DataFrame(rows, columns=["run", "model", *(METRICS[m][0] for m in metrics)])
+    return summary if table["run"].nunique() > 1 else summary.drop(columns=["run"])
 
 
 def report_figure(table: pd.DataFrame):

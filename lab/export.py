@@ -39,7 +39,7 @@ EVAL_METRICS = (  # report.json keys shown in the card, in order, with their col
     ("win_rate", "win rate"),
     ("kl", "KL to base"),
     ("mean_length", "mean length"),
-    ("check_pass", "check pass"),
+    ("check", "rule check"),
     ("mc1", "MC1"),
     ("mc2", "MC2"),
 )
@@ -431,7 +431,7 @@ def _final_metrics(path: Path) -> list[str]:
 
 def evaluations(store: Store, run_id: str) -> list[tuple[str, dict, list[dict]]]:
     """(eval run id, report, rows) for each finished evaluation that scored this run: the reference row, then the
-    rows of this run (alone or with a system prompt, 'RUN+system'). Missing or unreadable reports are skipped."""
+    rows of this run (alone or with the evaluation's prompt, 'RUN+prompt'); unreadable reports are skipped."""
     found = []
     for other in store.list_runs(("done",)):
         if other.method != "eval":
@@ -448,7 +448,7 @@ def evaluations(store: Store, run_id: str) -> list[tuple[str, dict, list[dict]]]
 
 
 def _is_run(model: str, run_id: str) -> bool:
-    """Whether an evaluated model is this run's adapter, alone or with a system prompt ('RUN+system')."""
+    """Whether an evaluated model is this run's adapter, alone or with the evaluation's prompt ('RUN+prompt')."""
     return model == run_id or model.startswith(f"{run_id}+")
 
 

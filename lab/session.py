@@ -391,6 +391,11 @@ class Lab:
         from lab.train.evaluation import check_references, with_prompt
 
         models = models if isinstance(models, str) else ",".join(models)
+        if overrides.get("truthfulqa"):  # the run reads the workspace's copy: an upload or a moved file stays valid
+            from lab.truthfulqa import read_questions
+
+            read_questions(overrides["truthfulqa"])  # a file that is not of TruthfulQA's shape is refused here
+            overrides["truthfulqa"] = str(self._keep(overrides["truthfulqa"]))
         config = self.config("eval", preset, models=models, **overrides)
         if experiment is not None:
             config = with_prompt(config, best_prompt(self.store, experiment))
@@ -399,6 +404,19 @@ class Lab:
         if start:
             jobs.submit(self.store, run)
         return TrainingRun(self, run.id)
+
+    def _keep(self, path: str | Path) -> Path:
+        """A copy of a data file in the workspace's datasets/ folder, named by its content, so runs can rely on it."""
+        import hashlib
+        import shutil
+
+        source = Path(path)
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+        kept = self.store.root / "datasets" / f"{digest}-{source.name}"
+        if not kept.is_file():
+            kept.parent.mkdir(exist_ok=True)
+            shutil.copyfile(source, kept)
+        return kept
 
     def run(self, run_id: str) -> TrainingRun:
         self.store.get_run(run_id)  # KeyError naming the id if there is none

@@ -191,7 +191,7 @@ def test_the_card_lists_this_runs_evaluations_beside_the_reference(workspace):
     rows = [
         {"model": "base", "label": "base", "mean_reward": 0.1, "win_rate": 0.5, "kl": 0.0, "mc1": None},
         {"model": chat, "label": "tuned", "mean_reward": 0.3, "win_rate": 0.62, "win_low": 0.5, "win_high": 0.72},
-        {"model": f"{chat}+system", "label": "tuned + prompt", "mean_reward": 0.4},
+        {"model": f"{chat}+prompt", "label": "tuned + prompt", "mean_reward": 0.4},
         {"model": "sft-someone-else", "label": "other", "mean_reward": 0.9},
     ]
     reports = {"eval-a": report(rows), "eval-b": "{not json", "eval-c": report([rows[0], rows[3]])}
@@ -209,7 +209,7 @@ def test_the_card_lists_this_runs_evaluations_beside_the_reference(workspace):
     assert "| model | mean reward | win rate | KL to base |" in section  # MC1 is null everywhere: no column
     assert "| `base` | 0.1 | 0.5 | 0 |" in section
     assert f"| tuned (`{chat}`) | 0.3 | 0.62 [0.5, 0.72] | – |" in section
-    assert f"| tuned + prompt (`{chat}+system`) | 0.4 | – | – |" in section
+    assert f"| tuned + prompt (`{chat}+prompt`) | 0.4 | – | – |" in section
 
 
 @pytest.mark.default_model

@@ -10,6 +10,7 @@ from ui.chat import build_chat
 from ui.compare import build_compare
 from ui.demonstrations import build_demonstrations
 from ui.downloads import forget_session
+from ui.evaluation import build_evaluation
 from ui.prompting import build_prompting
 from ui.ranking import build_ranking
 from ui.reward import build_reward
@@ -48,6 +49,8 @@ def build_app(ctx: Lab) -> gr.Blocks:
             build_arena(ctx, arena)
         with gr.Tab("Reward", id="reward") as reward:
             build_reward(ctx, reward)
+        with gr.Tab("Evaluation", id="evaluation") as evaluation:
+            build_evaluation(ctx, evaluation)
 
         def forget(request: gr.Request) -> None:  # Gradio injects the request by this annotation
             forget_session(ctx, request)

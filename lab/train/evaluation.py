@@ -369,10 +369,10 @@ def read_report(run_dir: Path) -> dict | None:
 
 def report_text(report: dict) -> str:
     """The report as a terminal table (each metric with its 95% interval), then the verdicts."""
-    from lab.evaluate import summary_table
+    from lab.evaluate import report_table, summary_table
 
     head = f"{report['prompts']} prompts; win rates against {report['reference']}"
     if report.get("judge"):
         head += f", judged by {report['judge']} in both orders"
-    table = summary_table(report).to_string(index=False)
+    table = summary_table(report_table({"": report})).to_string(index=False)
     return "\n".join([head, table, *(v["sentence"] for v in report.get("verdicts", []))])
