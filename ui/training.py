@@ -374,6 +374,8 @@ def show_run(ctx: Lab, view: RunView, run_id: str | None, other: str | None, tai
     if run.status in ("done", "stopped") and (folder / "adapter").is_dir():
         where = "the Chat tab's adapter picker" if spec.adapter_kind == "chat" else "the reward model pickers"
         lines.append(f"Adapter: `{folder / 'adapter'}`; pick **{run.id}** in {where}.")
+    if run.status == "done" and spec.adapter_kind is None:
+        lines.append("An evaluation: its table and charts are in the Evaluation tab.")
     if run.error:
         lines.append(f"**Error:** {run.error}")
     series = {run.name or run.id: rows}
