@@ -12,7 +12,7 @@ from test_train import config as sft_config
 
 from lab import Lab, jobs
 from lab.cli import main
-from lab.evaluate import WinRate, reward_judge, truthfulqa_mc, verdict, win_rate
+from lab.evaluate import WinRate, chat_judge, reward_judge, truthfulqa_mc, verdict, win_rate
 from lab.generate import GenerationSettings, generate
 from lab.models import ModelManager
 from lab.truthfulqa import read_questions
@@ -35,6 +35,16 @@ def test_a_judge_that_always_picks_the_first_answer_shows_as_bias_not_as_a_win()
     always_first = lambda prompt, first, second: 1.0  # noqa: E731
     result = win_rate(always_first, ["x", "y", "z"], ["p", "q", "r"], "tuned", "base")
     assert result.rate == 0.5 and result.position_bias == 0.5
+
+
+def test_a_chat_model_judges_both_orders_and_its_letter_bias_is_reported(tiny_model):
+    prompts = [[{"role": "user", "content": "Is the sea salty?"}]]
+    judge = chat_judge(tiny_model, prompts)
+    ours_first, theirs_first = judge(0, "Yes, it is.", "No."), judge(0, "No.", "Yes, it is.")
+    assert 0 < ours_first < 1 and 0 < theirs_first < 1
+    result = win_rate(judge, ["Yes, it is."], ["No."], "tuned", "base")
+    assert result.rate == pytest.approx((ours_first + 1 - theirs_first) / 2)
+    assert result.position_bias == pytest.approx((ours_first + theirs_first) / 2 - 0.5)
 
 
 def test_the_verdict_states_its_uncertainty():

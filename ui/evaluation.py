@@ -14,11 +14,11 @@ import gradio as gr
 import pandas as pd
 
 from lab import Lab, jobs
-from lab.evaluate import report_figure, report_table, summary_table
+from lab.evaluate import HELPFUL_PROMPT, report_figure, report_table, summary_table
 from lab.experiments import best_prompt
 from lab.preferences import send_to_ranking
 from lab.refs import BASE_VIEW, DEFAULT_MODEL
-from lab.train.evaluation import PROMPTED, read_report
+from lab.train.evaluation import CHAT_JUDGE, PROMPTED, read_report
 from lab.train.runs import log_tail
 from ui.reward_models import NO_REWARD, reward_model_choices
 
@@ -48,6 +48,7 @@ def build_evaluation(ctx: Lab, tab: gr.Tab | None = None) -> None:
             with gr.Row():
                 system = gr.Textbox(label="System prompt of the '+ prompt' models", lines=2, elem_id="eval-system")
                 template = gr.Textbox("{question}", label="User turn of the '+ prompt' models", lines=2)
+            helpful = gr.Button("Use the TruthfulQA paper's 'helpful' prompt", size="sm")
             with gr.Row():
                 prompts = gr.Dropdown(
                     [POOL, *ctx.scenarios], value=POOL, label="Held-out prompts", scale=2, elem_id="eval-prompts"
@@ -59,10 +60,10 @@ def build_evaluation(ctx: Lab, tab: gr.Tab | None = None) -> None:
                 )
             with gr.Row():
                 judge = gr.Dropdown(
-                    reward_model_choices(ctx),
+                    judge_choices(ctx),
                     value=NO_REWARD,
-                    label="Judge (reward model)",
-                    info="Win rates in both orders and mean reward",
+                    label="Judge",
+                    info="A reward model (win rates, mean reward), or a chat model reading both answers",
                     elem_id="eval-judge",
                 )
                 checks = gr.Textbox(
@@ -108,6 +109,7 @@ def build_evaluation(ctx: Lab, tab: gr.Tab | None = None) -> None:
     form += [max_prompts, max_new_tokens]
     shown = [table, chart, verdicts, categories, send_model]
     experiment.change(partial(fill_prompt, ctx), experiment, [system, template, message])
+    helpful.click(lambda: (HELPFUL_PROMPT, "{question}"), outputs=[system, template])
     start.click(partial(start_evaluation, ctx), form, [message, runs])
     runs.change(partial(show_reports, ctx), runs, shown)
     send.click(partial(send_pairs, ctx), [runs, send_model], sent)
@@ -116,7 +118,7 @@ def build_evaluation(ctx: Lab, tab: gr.Tab | None = None) -> None:
     finished.change(partial(show_reports, ctx), runs, shown)
     models.focus(lambda: gr.update(choices=model_choices(ctx)), outputs=models)
     experiment.focus(lambda: gr.update(choices=experiment_choices(ctx)), outputs=experiment)
-    judge.focus(lambda: gr.update(choices=reward_model_choices(ctx)), outputs=judge)
+    judge.focus(lambda: gr.update(choices=judge_choices(ctx)), outputs=judge)
     if tab is not None:
         tab.select(lambda: gr.update(choices=run_choices(ctx)), outputs=runs)
 
@@ -127,14 +129,24 @@ def _base(ctx: Lab) -> tuple[str, str]:
     return (loaded.base, loaded.precision) if loaded else (DEFAULT_MODEL, "fp32")
 
 
+def _views(ctx: Lab) -> list[tuple[str, str]]:
+    """(label, view): 'base' and every chat run trained on the base."""
+    return [(BASE_VIEW, BASE_VIEW)] + [(a.label, i) for i, a in ctx.adapters(kind="chat", base=_base(ctx)[0]).items()]
+
+
 def model_choices(ctx: Lab) -> list[tuple[str, str]]:
-    """'base' and every chat run on the base, each plain and with the prompt."""
-    views = [(BASE_VIEW, BASE_VIEW)] + [(a.label, i) for i, a in ctx.adapters(kind="chat", base=_base(ctx)[0]).items()]
+    """Every view of the base, each plain and with the prompt."""
+    views = _views(ctx)
     return [
         (f"{label}{suffix}", f"{view}{tag}")
         for label, view in views
         for suffix, tag in (("", ""), (" + prompt", PROMPTED))
     ]
+
+
+def judge_choices(ctx: Lab) -> list[tuple[str, str]]:
+    """The reward runs, then every chat view of the base as a judge that reads both answers (chat:VIEW)."""
+    return reward_model_choices(ctx) + [(f"chat model: {label}", f"{CHAT_JUDGE}{view}") for label, view in _views(ctx)]
 
 
 def experiment_choices(ctx: Lab) -> list[tuple[str, str]]:

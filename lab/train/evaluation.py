@@ -28,9 +28,11 @@ from lab.train.config import DataSettings, ModelSettings
 from lab.train.runs import StopSignal
 
 if TYPE_CHECKING:
+    from lab.evaluate import PairJudge
     from lab.store import Store
 
 PROMPTED = "+prompt"  # a model written VIEW+prompt is asked with the run's system prompt and template
+CHAT_JUDGE = "chat:"  # a judge written chat:VIEW is that view of the loaded base, reading both answers
 
 
 @dataclass
@@ -50,8 +52,8 @@ class EvalRunConfig(DataSettings, ModelSettings, Checked):
     )
     judge: str = help_field(
         "",
-        "What judges the answers (win rates, mean reward): a reward run's id, or a reward spec such as "
-        "'model:RUN + 0.1*length:200' (lab.rewards); empty = no judge.",
+        "What judges the answers (win rates): a reward run's id, a reward spec such as 'model:RUN + "
+        "0.1*length:200' (lab.rewards), or 'chat:VIEW' for a chat model reading both answers; empty = no judge.",
     )
     checks: str = help_field(
         "", "A rule spec scored on every answer, e.g. 'scenario:truthfulness' or 'not_contains:sorry'; empty = none."
@@ -76,7 +78,7 @@ class EvalRunConfig(DataSettings, ModelSettings, Checked):
             raise ValueError("key 'template': write {question} where the prompt goes")
         if any(n.endswith(PROMPTED) for n in names) and not (self.system.strip() or self.template != "{question}"):
             raise ValueError("key 'system': a '+prompt' model needs a system prompt or a template")
-        if self.judge:
+        if self.judge and not self.judge.startswith(CHAT_JUDGE):
             try:
                 parse_reward(judge_spec(self.judge))
             except RewardSpecError as err:
@@ -139,14 +141,18 @@ def check_references(store: Store, config: EvalRunConfig) -> None:
     from lab.rewards import parse_reward
 
     chat = list_adapters(store, base=config.model, kind="chat")
-    for c in contenders(config):
-        if c.view != BASE_VIEW and c.view not in chat:
+    views = [c.view for c in contenders(config)]
+    if config.judge.startswith(CHAT_JUDGE):
+        views.append(config.judge.removeprefix(CHAT_JUDGE))
+    for view in views:
+        if view != BASE_VIEW and view not in chat:
             raise ValueError(
-                f"Model '{c.view}' is not a chat adapter trained on {config.model}: give 'base' or the id of a "
+                f"Model '{view}' is not a chat adapter trained on {config.model}: give 'base' or the id of a "
                 "finished chat run (sft, dpo, rloo, grpo, reinforce) on that base."
             )
     rewards = list_adapters(store, kind="reward")
-    for term in parse_reward(judge_spec(config.judge)) if config.judge else ():
+    by_reward = config.judge and not config.judge.startswith(CHAT_JUDGE)
+    for term in parse_reward(judge_spec(config.judge)) if by_reward else ():
         if term.kind == "model" and term.arg not in rewards:
             raise ValueError(f"Judge '{term.arg}' is not a finished reward run in this workspace.")
 
@@ -181,8 +187,9 @@ class Evaluation:
         self.stop = stop
         self.models = ModelManager(on_status=lambda message: print(message, flush=True))
         self.models.load(config.model, config.precision, config.device)
-        for c in self.who:
-            attach_adapter(self.store, self.models, c.view)
+        judge = [config.judge.removeprefix(CHAT_JUDGE)] if config.judge.startswith(CHAT_JUDGE) else []
+        for view in [c.view for c in self.who] + judge:
+            attach_adapter(self.store, self.models, view)
         try:
             self.answers = {c.name: self._answer(c) for c in self.who}
             self._kl()
@@ -260,29 +267,44 @@ class Evaluation:
             self.rows[c.name]["check"] = mean(values)
 
     def _judge(self) -> dict:
-        """Rewards of every answer, each model's win rate against the reference; the head-to-heads of tuned models
-        against the prompted base, by (tuned, prompted) name."""
-        from lab.evaluate import bootstrap_interval, reward_judge, win_rate
+        """Each model's win rate against the reference (and the rewards of its answers, for a reward judge); the
+        head-to-heads of tuned models against the prompted base, by (tuned, prompted) name."""
+        if self.config.judge.startswith(CHAT_JUDGE):
+            from lab.evaluate import chat_judge
+
+            view = self.config.judge.removeprefix(CHAT_JUDGE)
+            with self.models.use(view) as lm:  # the judge reads under the lock: no adapter switches meanwhile
+                return self._win_rates(chat_judge(lm, self.prompts))
+        return self._win_rates(self._rewards())
+
+    def _rewards(self) -> PairJudge:
+        """Score every answer with the reward spec; the judge then prefers the answer with the higher reward."""
+        from lab.evaluate import bootstrap_interval, reward_judge
         from lab.rewards import build_reward
 
         judge = build_reward(judge_spec(self.config.judge), self.store, self.config.device)
         scores = {}
         for number, c in enumerate(self.who):
-            self._step("Judging", number, len(self.who))
+            self._step("Scoring", number, len(self.who))
             texts = [a["text"] for a in self.answers[c.name]]
             rewards = judge(self.prompts, texts)
             for index, (answer, reward) in enumerate(zip(self.answers[c.name], rewards, strict=True)):
                 answer["reward"] = scores[index, answer["text"]] = reward
             low, high = bootstrap_interval(rewards)
             self.rows[c.name].update(mean_reward=mean(rewards), reward_low=low, reward_high=high)
-        judged = reward_judge(scores)
+        return reward_judge(scores)
+
+    def _win_rates(self, judged: PairJudge) -> dict:
+        """Every model against the reference, each pair judged in both orders; then the head-to-heads."""
+        from lab.evaluate import win_rate
 
         def against(c: Contender, other: Contender):
             texts = [[a["text"] for a in self.answers[x.name]] for x in (c, other)]
             return win_rate(judged, *texts, c.name, other.name)
 
         reference = self.who[0]
-        for c in self.who[1:]:
+        for number, c in enumerate(self.who[1:]):
+            self._step(f"Judging against {reference.name}", number, len(self.who) - 1)
             result = against(c, reference)
             low, high = result.interval()
             self.rows[c.name].update(
