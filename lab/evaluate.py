@@ -16,12 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
+    import torch
+
     from lab.models import LoadedModel
     from lab.truthfulqa import Question
 
@@ -34,43 +36,133 @@ HELPFUL_PROMPT = (
 MC_COLUMNS = ["question", "category", "mc1", "mc2"]
 
 
-def answer_logprobs(lm: LoadedModel, items: Sequence[tuple[list[dict], str]], batch_size: int = 16) -> list[float]:
-    """The total log-probability of each answer's tokens after its prompt messages (the chat template with the
-    generation prompt, then the answer), in order.
+# An answer tree: a prompt's token ids and its distinct answers' token ids, each with the indices of the items that
+# ask it (the best answer of a TruthfulQA question is also among its correct ones: it is scored once).
+_Tree = tuple[tuple[int, ...], dict[tuple[int, ...], list[int]]]
 
-    The answers of one prompt (a question's true and false answers) share it: the prompt runs once, and its
-    key-value cache is repeated across a batch of its answers, so each answer costs only its own tokens."""
-    import copy
+
+def scores_in_bf16(lm: LoadedModel) -> bool:
+    """Does `answer_logprobs` compute this model in bf16 by default? Only an fp32 model on a CPU that computes bf16
+    natively (avx512_bf16 or AMX; emulated bf16 on an AVX2-only CPU is slower than fp32); a GPU computes in the
+    precision it loaded (so does a quantized model). On the default model over the first 200 TruthfulQA
+    questions, bf16 gave the same MC1 as fp32 on 200 of 200 questions and a mean MC2 of 0.4368 against 0.4372
+    (at most 0.066 apart on one question), at 1.4x the answers per second."""
+    from lab.train.common import native_bf16
+
+    return lm.precision == "fp32" and lm.device == "cpu" and native_bf16("cpu")
+
+
+def answer_logprobs(
+    lm: LoadedModel, items: Sequence[tuple[list[dict], str]], batch_size: int = 64, bf16: bool | None = None
+) -> list[float]:
+    """The total log-probability of each answer's tokens after its prompt messages (the chat template with the
+    generation prompt, then the answer), in order. An empty answer scores 0.
+
+    A prompt and its distinct answers run as one row, a prefix tree laid flat: prompt, answer 1, answer 2, …, each
+    answer at the positions it would have right after the prompt and attending only to the prompt and to itself
+    (a 4D attention mask). A question costs its prompt once and each distinct answer's own tokens, with no padding
+    inside a row and no key-value cache to copy; the vocabulary is projected only where the next token is an
+    answer's (`logits_to_keep` as a mask), and normalised by a logsumexp instead of a full log_softmax. Rows are
+    sorted by length and batched up to `batch_size` answers a pass. `bf16`: autocast to bf16 (None: where
+    `scores_in_bf16` says so)."""
+    import contextlib
 
     import torch
 
-    tokenizer = lm.tokenizer
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(lm.model.parameters()).device
-    groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}  # prompt ids → (item index, answer ids)
+    bf16 = scores_in_bf16(lm) if bf16 is None else bf16
+    totals = [0.0] * len(items)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
+        for batch in _batches(_answer_trees(lm.tokenizer, items, batch_size), batch_size):
+            inputs, source, target, owner, asked = _pack(batch)
+            logits = lm.model(**{k: v.to(device) for k, v in inputs.items()}).logits.float()  # (K, V): kept positions
+            source, target = source.to(device), target.to(device)
+            picked = logits[source, target] - torch.logsumexp(logits, dim=-1)[source]  # (N,): one per answer token
+            sums = torch.zeros(len(asked), dtype=torch.float64).index_add_(0, owner, picked.cpu().double())
+            for total, indices in zip(sums.tolist(), asked, strict=True):
+                for index in indices:
+                    totals[index] = total
+    return totals
+
+
+def _answer_trees(tokenizer, items: Sequence[tuple[list[dict], str]], most: int) -> list[_Tree]:
+    """Each distinct prompt with its distinct non-empty answers, `most` answers a tree at most (a long list of
+    answers splits, so a row stays short), shortest tree first (less padding in a batch)."""
+    trees: dict[tuple[int, ...], dict[tuple[int, ...], list[int]]] = {}
     for index, (messages, answer) in enumerate(items):
         prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
-        tokens = tokenizer(answer, add_special_tokens=False)["input_ids"]
-        groups.setdefault(tuple(prompt["input_ids"]), []).append((index, tokens))
-    totals = [0.0] * len(items)
-    with torch.inference_mode():
-        for prompt, answers in groups.items():
-            out = lm.model(input_ids=torch.tensor([prompt], device=device), use_cache=True, logits_to_keep=1)
-            first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # (V,): the answers' first token
-            for start in range(0, len(answers), max(1, batch_size)):
-                chunk = answers[start : start + batch_size]
-                width = max(len(tokens) for _, tokens in chunk)
-                ids = torch.tensor([t + [pad] * (width - len(t)) for _, t in chunk], device=device)  # (B, A)
-                mask = torch.tensor([[1] * len(prompt) + [1] * len(t) + [0] * (width - len(t)) for _, t in chunk])
-                cache = copy.deepcopy(out.past_key_values)
-                cache.batch_repeat_interleave(len(chunk))  # (1, …, P, …) → (B, …, P, …)
-                logits = lm.model(input_ids=ids, attention_mask=mask.to(device), past_key_values=cache).logits
-                rest = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, A-1, V): position j predicts j+1
-                picked = rest.gather(-1, ids[:, 1:, None])[..., 0]  # (B, A-1)
-                for row, (index, tokens) in enumerate(chunk):
-                    if tokens:  # right padding: the answer is the row's first len(tokens) tokens
-                        totals[index] = float(first[tokens[0]] + picked[row, : len(tokens) - 1].sum())
-    return totals
+        tokens = tuple(tokenizer(answer, add_special_tokens=False)["input_ids"])
+        answers = trees.setdefault(tuple(prompt["input_ids"]), {})
+        if tokens:
+            answers.setdefault(tokens, []).append(index)
+    split = []
+    for prompt, answers in trees.items():
+        pairs = list(answers.items())
+        split += [(prompt, dict(pairs[start : start + most])) for start in range(0, len(pairs), max(1, most))]
+    return sorted(split, key=lambda tree: len(tree[0]) + sum(map(len, tree[1])))
+
+
+def _batches(trees: list[_Tree], most: int) -> list[list[_Tree]]:
+    """Consecutive trees, as many a batch as fit in `most` answers (at least one)."""
+    batches: list[list[_Tree]] = []
+    count = most  # start a new batch at the first tree
+    for tree in trees:
+        if count + len(tree[1]) > most:
+            batches.append([])
+            count = 0
+        batches[-1].append(tree)
+        count += len(tree[1])
+    return batches
+
+
+class _Packed(NamedTuple):
+    """A batch of trees as the model's inputs, one row each, and where each answer token is predicted."""
+
+    inputs: dict  # input_ids, position_ids, attention_mask (4D), logits_to_keep
+    source: torch.Tensor  # (N,) per answer token: the kept position whose logits predict it, counted over the kept ones
+    target: torch.Tensor  # (N,) the token
+    owner: torch.Tensor  # (N,) its answer, numbered over the batch
+    asked: list[list[int]]  # per answer: the indices of the items that ask it
+
+
+def _pack(batch: list[_Tree]) -> _Packed:
+    """One row per tree: the prompt, then each answer at the positions it would have right after the prompt."""
+    import torch
+
+    width = max(len(prompt) + sum(map(len, answers)) for prompt, answers in batch)
+    ids, positions, segments, flat_source, target, owner, asked = [], [], [], [], [], [], []
+    for row, (prompt, answers) in enumerate(batch):
+        row_ids, row_positions, row_segments = list(prompt), list(range(len(prompt))), [0] * len(prompt)
+        for segment, (tokens, indices) in enumerate(answers.items(), start=1):
+            start = row * width + len(row_ids)
+            # the prompt's last position predicts every answer's first token; each answer token the next one
+            flat_source += [row * width + len(prompt) - 1, *range(start, start + len(tokens) - 1)]
+            target += tokens
+            owner += [len(asked)] * len(tokens)
+            asked.append(indices)
+            row_ids += tokens
+            row_positions += range(len(prompt), len(prompt) + len(tokens))
+            row_segments += [segment] * len(tokens)
+        padding = width - len(row_ids)
+        ids.append(row_ids + [0] * padding)
+        positions.append(row_positions + [0] * padding)
+        segments.append(row_segments + [-1] * padding)
+    segment = torch.tensor(segments)  # (B, T): 0 the prompt, k the k-th answer, -1 padding
+    # (B, T, T): query t sees key s at or before it in the prompt or in its own segment (padding sees the prompt)
+    sees = ((segment[:, None, :] == 0) | (segment[:, None, :] == segment[:, :, None])) & torch.ones(
+        width, width, dtype=torch.bool
+    ).tril()
+    keep = torch.zeros(len(batch) * width, dtype=torch.bool)
+    keep[flat_source] = True
+    inputs = {
+        "input_ids": torch.tensor(ids),  # (B, T)
+        "position_ids": torch.tensor(positions),  # (B, T)
+        "attention_mask": torch.zeros(sees.shape).masked_fill_(~sees, float("-inf"))[:, None],  # (B, 1, T, T)
+        "logits_to_keep": keep.view(len(batch), width),  # (B, T): the logits come back flat, (K, V)
+    }
+    source = (keep.cumsum(0) - 1)[flat_source]  # (N,): flat position → its row among the kept ones
+    return _Packed(inputs, source, torch.tensor(target), torch.tensor(owner), asked)
 
 
 def mc_scores(best: float, true: Sequence[float], false: Sequence[float]) -> tuple[float, float]:
@@ -129,10 +221,16 @@ class MCResult:
 
 
 def truthfulqa_mc(
-    lm: LoadedModel, questions: Sequence[Question], system: str | None = None, label: str = "", batch_size: int = 16
+    lm: LoadedModel,
+    questions: Sequence[Question],
+    system: str | None = None,
+    label: str = "",
+    batch_size: int = 64,
+    bf16: bool | None = None,
 ) -> MCResult:
     """MC1 and MC2 of the model as it is (the caller picks the adapter) on these questions, each asked as the user's
-    turn after an optional system prompt; every answer of every question is scored in one batched pass."""
+    turn after an optional system prompt; every answer of every question is scored by `answer_logprobs`, with
+    `batch_size` answers a forward pass, in bf16 where `bf16` or `scores_in_bf16` says so."""
     prefix = [{"role": "system", "content": system}] if system else []
     items, spans = [], []
     for q in questions:
@@ -140,7 +238,7 @@ def truthfulqa_mc(
         answers = [q.best, *q.correct, *q.incorrect]
         spans.append((len(items), len(q.correct), len(q.incorrect)))
         items += [(messages, answer) for answer in answers]
-    logprobs = answer_logprobs(lm, items, batch_size)
+    logprobs = answer_logprobs(lm, items, batch_size, bf16)
     rows = []
     for q, (start, n_true, n_false) in zip(questions, spans, strict=True):
         best = logprobs[start]
