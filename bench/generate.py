@@ -11,7 +11,11 @@ On the embedded SmolLM2-135M-Instruct (fp32, CPU) one run prints:
 - the time to the first page of `python -m ui` (until GET / answers 200) next to a bare Gradio app's (one
   gr.Blocks with one Markdown), measured the same way on the same machine over interleaved rounds (medians; the
   target is at most 1.5 s more than the bare app), and until the app's status bar reports the model loaded;
-- the peak RSS of this process after the generation runs, and of the app's process.
+- the peak RSS of this process after the generation runs, and of the app's process;
+- compare chat: one message answered by three columns (the base, the base with a system prompt, a random LoRA
+  adapter, r 16 on every linear layer) in one batched pass through `lab.generate.stream_columns` on the app's
+  ModelManager, against one column (the base) alone, greedy, every row held to the same length (EOS waits for
+  min_new_tokens); medians over interleaved rounds, the target is three/one <= 1.6.
 
 Every figure assumes the embedded GGUF is already converted into the cache ($LAB_CACHE or
 ~/.cache/alignment-lab); the header says whether it was. The lab's very first start converts it (~25 s).
@@ -20,6 +24,7 @@ Every figure assumes the embedded GGUF is already converted into the cache ($LAB
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -43,6 +48,7 @@ import torch  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 from lab.generate import (  # noqa: E402
+    Column,
     Generation,
     GenerationSettings,
     Message,
@@ -50,11 +56,23 @@ from lab.generate import (  # noqa: E402
     encode_chat,
     generate,
     stream_chat,
+    stream_columns,
 )
-from lab.models import DEFAULT_MODEL, LoadedModel, default_model_dir, is_converted, load_model  # noqa: E402
+from lab.models import (  # noqa: E402
+    DEFAULT_MODEL,
+    LoadedModel,
+    ModelManager,
+    default_model_dir,
+    free_memory,
+    is_converted,
+    load_model,
+)
 
 PROMPT = "Write a long, detailed essay about the history of computing, from the abacus to modern laptops."
 TARGET = 0.95
+COMPARE_TARGET = 1.6  # three columns in one batch may take at most this many times one column alone
+SYSTEM = "You are a patient teacher. Answer truthfully, with examples."
+ADAPTER = "random-lora"
 PAGE_TARGET_S = 1.5  # the app's first page may come at most this much later than a bare Gradio app's
 POLL_S = 0.1
 START_TIMEOUT_S = 180.0
@@ -164,6 +182,66 @@ def measure_throughput(lm: LoadedModel, new_tokens: int, rounds: int) -> dict[st
     }
     names = list(paths)
     runs: dict[str, list[Run]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            runs[name].append(paths[name]())
+    return runs
+
+
+# --- compare chat: three columns in one batched pass -------------------------------------------------------------
+
+ONE_COLUMN = "one column: base"
+THREE_COLUMNS = f"three columns: base, base + system prompt, {ADAPTER}"
+IN_A_ROW = "the same three, one after another"
+
+
+def random_adapter(folder: Path) -> Path:
+    """A LoRA adapter of the default model with random weights, shaped as cpu-default trains one (r 16, every
+    linear layer): its speed is a trained adapter's."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(default_model_dir())
+    get_peft_model(base, LoraConfig(r=16, target_modules="all-linear", init_lora_weights=False)).save_pretrained(folder)
+    return folder
+
+
+def run_columns(manager: ModelManager, columns: list[Column], settings: GenerationSettings) -> Run:
+    """The Compare tab's path: every column's reply streamed from one batched generate, held as the tab holds it."""
+    hold = functools.partial(manager.use_many, [column.view for column in columns])
+    start = time.perf_counter()
+    first: float | None = None
+    for _ in stream_columns(hold, columns, settings):
+        first = first if first is not None else time.perf_counter() - start
+    return Run(time.perf_counter() - start, settings.max_new_tokens * len(columns), first)
+
+
+def run_in_a_row(manager: ModelManager, columns: list[Column], settings: GenerationSettings) -> Run:
+    """What the batch saves: each column generated alone, one after another."""
+    runs = [run_columns(manager, [column], settings) for column in columns]
+    return Run(sum(r.seconds for r in runs), sum(r.tokens for r in runs), runs[0].first_token_s)
+
+
+def measure_compare(new_tokens: int, rounds: int) -> dict[str, list[Run]]:
+    """One warm-up of each, then `rounds` rounds of one column, three in one batch and three in a row, the order
+    rotating."""
+    manager = ModelManager()
+    manager.load(DEFAULT_MODEL, "fp32", "cpu")
+    with tempfile.TemporaryDirectory(prefix="bench-adapter-") as tmp:
+        manager.add_adapter(ADAPTER, random_adapter(Path(tmp) / "adapter"))
+    manager.loaded.model.generation_config.min_new_tokens = new_tokens  # every row exactly new_tokens long
+    settings = GenerationSettings(temperature=0.0, max_new_tokens=new_tokens)
+    base = build_messages(PROMPT)
+    three = [Column(base), Column(build_messages(PROMPT, SYSTEM)), Column(base, ADAPTER)]
+    paths: dict[str, Callable[[], Run]] = {
+        ONE_COLUMN: lambda: run_columns(manager, [Column(base)], settings),
+        THREE_COLUMNS: lambda: run_columns(manager, three, settings),
+        IN_A_ROW: lambda: run_in_a_row(manager, three, settings),
+    }
+    names = list(paths)
+    runs: dict[str, list[Run]] = {name: [] for name in names}
+    for name in names[:2]:
+        paths[name]()  # warm-up (the third path runs the same shapes as the first)
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             runs[name].append(paths[name]())
@@ -324,6 +402,7 @@ def print_report(
     runs: dict[str, list[Run]],
     rss_mib: float,
     cold: ColdStart,
+    compare: dict[str, list[Run]],
 ) -> None:
     cache = "warm (already converted)" if warm_cache else "COLD: load_model converted the GGUF first"
     print(f"\nAlignment Lab generation benchmark: {DEFAULT_MODEL}, fp32, cpu, torch threads {torch.get_num_threads()}")
@@ -349,6 +428,44 @@ def print_report(
     print("\nPeak memory (RSS)")
     print(f"  {'this process, after the generation runs':<48}{rss_mib:>8.0f} MiB")
     print(f"  {'the app process (python -m ui), model loaded':<48}{cold.peak_rss_mib:>8.0f} MiB")
+    print("\n".join(compare_rows(compare, args.max_new_tokens)))
+
+
+def compare_rows(runs: dict[str, list[Run]], new_tokens: int) -> list[str]:
+    rows = [
+        f"\nCompare chat: one message, {new_tokens} new tokens per column, greedy, one batched pass "
+        f"(median of {len(runs[ONE_COLUMN])} interleaved rounds)",
+        f"  {'path':<60}{'seconds':>9}{'first text':>12}{'tok/s':>8}",
+    ]
+    for name, measured in runs.items():
+        seconds = median(measured, lambda r: r.seconds)
+        first = median(measured, lambda r: r.first_token_s or r.seconds) * 1000
+        rows.append(f"  {name:<60}{seconds:>9.2f}{first:>9.0f} ms{median(measured, lambda r: r.tokens_per_s):>8.1f}")
+    ratio = median(runs[THREE_COLUMNS], lambda r: r.seconds) / median(runs[ONE_COLUMN], lambda r: r.seconds)
+    verdict = "PASS" if ratio <= COMPARE_TARGET else "FAIL"
+    label = f"three columns / one column (target <= {COMPARE_TARGET})"
+    rows.append(f"  {label:<60}{ratio:>9.2f}   {verdict}")
+    in_a_row = median(runs[IN_A_ROW], lambda r: r.seconds) / median(runs[ONE_COLUMN], lambda r: r.seconds)
+    rows.append(f"  {'three in a row / one column':<60}{in_a_row:>9.2f}")
+    rows.append(f"  {'the LM head product alone, three rows / one (this BLAS)':<60}{lm_head_ratio(3):>9.2f}")
+    return rows
+
+
+def lm_head_ratio(rows: int, reps: int = 50) -> float:
+    """How much more the default model's largest product (hidden 576 x vocabulary 49152) costs for `rows` rows
+    than for one: the floor under a batch's cost on this CPU, whatever the lab does around it."""
+    weight = torch.randn(49152, 576)
+
+    def cost(n: int) -> float:
+        x = torch.randn(n, 576)
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            torch.nn.functional.linear(x, weight)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    return cost(rows) / cost(1)
 
 
 def _seconds(values: list[float]) -> str:
@@ -378,8 +495,11 @@ def main(argv: list[str] | None = None) -> int:
     load_s = time.perf_counter() - start
     runs = measure_throughput(lm, args.max_new_tokens, args.rounds)
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    del lm
+    free_memory()
+    compare = measure_compare(args.max_new_tokens, args.rounds)
     cold = measure_cold_start(args.start_rounds)
-    print_report(args, (load_at_start, os.getloadavg()[0]), load_s, warm_cache, runs, rss_mib, cold)
+    print_report(args, (load_at_start, os.getloadavg()[0]), load_s, warm_cache, runs, rss_mib, cold, compare)
     return 0
 
 
