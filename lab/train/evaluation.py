@@ -324,7 +324,7 @@ class Evaluation:
             self._step("TruthfulQA multiple choice", number, len(self.who))
             asked = [replace(q, question=c.template.replace("{question}", q.question)) for q in questions]
             with self.models.use(c.view) as lm:
-                results[c.name] = truthfulqa_mc(lm, asked, c.system or None, c.name, self.config.batch_size)
+                results[c.name] = truthfulqa_mc(lm, asked, c.system or None, c.name)
             row = self.rows[c.name]
             for metric in ("mc1", "mc2"):
                 row[metric] = getattr(results[c.name], metric)
