@@ -196,6 +196,47 @@ def leaderboard(frame: pd.DataFrame, rounds: int = 200, seed: int = 0) -> pd.Dat
     return table.sort_values("score", ascending=False, ignore_index=True).round({"score": 1, "low": 1, "high": 1})
 
 
+def leaderboard_figure(board: pd.DataFrame):
+    """The scores as dots with their 95% intervals, best on top (a plotly figure); None before any battle."""
+    import plotly.graph_objects as go
+
+    if board.empty:
+        return None
+    fig = go.Figure(
+        go.Scatter(
+            x=board["score"],
+            y=board["model"],
+            mode="markers",
+            error_x={
+                "type": "data",
+                "symmetric": False,
+                "array": board["high"] - board["score"],
+                "arrayminus": board["score"] - board["low"],
+            },
+            marker={"size": 10, "color": "#ea580c"},
+        )
+    )
+    fig.update_layout(
+        height=80 + 40 * len(board),
+        margin={"l": 10, "r": 10, "t": 10, "b": 30},
+        yaxis={"autorange": "reversed"},
+        xaxis_title="score (Elo scale)",
+    )
+    return fig
+
+
+class Leaderboard(pd.DataFrame):
+    """`Lab.leaderboard()`: the table as a DataFrame, shown in a notebook with its chart below it."""
+
+    def figure(self):
+        return leaderboard_figure(self)
+
+    def _ipython_display_(self) -> None:
+        from lab.notebook import show
+
+        show(self._repr_html_(), self.figure())
+
+
 def win_rates(frame: pd.DataFrame) -> pd.DataFrame:
     """Share of battles the row model won against the column model (ties count half).
 

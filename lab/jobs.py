@@ -139,16 +139,20 @@ def _spawn(store: Store, run_id: str) -> subprocess.Popen:
         )
 
 
-def watch(store: Store, every: float = 2.0) -> threading.Thread:
-    """Keep the queue moving and reap finished children while the app runs, whether or not a page is open."""
+def watch(store: Store, every: float = 2.0, stop: threading.Event | None = None) -> threading.Thread:
+    """Keep the queue moving and reap finished children while the app runs, whether or not a page is open.
+
+    Setting `stop` ends the watcher within one tick (an app closed in a notebook; the desktop app's runs till exit).
+    """
+    stop = stop or threading.Event()
 
     def loop() -> None:
-        while True:
+        while not stop.is_set():
             try:
                 start_next(store)
             except Exception:  # a locked database or a vanished folder: report it and try again
                 traceback.print_exc()
-            threading.Event().wait(every)
+            stop.wait(every)
 
     thread = threading.Thread(target=loop, name="job-watcher", daemon=True)
     thread.start()

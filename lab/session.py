@@ -20,7 +20,6 @@ import contextlib
 import functools
 import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,25 +81,27 @@ class TrainingRun:
         return pd.DataFrame(read_metrics(self.folder))
 
     def figure(self):
-        """The method's curve panels as a plotly figure."""
+        """The method's curve panels as a plotly figure; for an evaluation with its report, the report's chart."""
         from lab.curves import curves
+        from lab.evaluate import report_figure, report_table
         from lab.train import get_method
         from lab.train.runs import read_metrics
 
+        report = self.report()
+        if report is not None:
+            return report_figure(report_table({self.id: report}))
         panels = get_method(self.record.method).panels
         return curves({self.record.name or self.id: read_metrics(self.folder)}, panels)
 
     def wait(self, timeout: float | None = None, poll_s: float = 1.0) -> str:
-        """Block until the run has finished (driving the queue, so it needs no app); returns its final status."""
-        from lab import jobs
+        """Block until the run has finished (driving the queue, so it needs no app); returns its final status.
 
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while (status := self.status) not in jobs.FINISHED:
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"Run {self.id} is still {status} after {timeout} s.")
-            jobs.start_next(self.lab.store)
-            time.sleep(poll_s)
-        return status
+        A progress bar shows the steps (a widget in a notebook, where the curves also redraw as steps arrive). An
+        interrupt (Ctrl-C, the notebook's stop button) stops the run, waits until its adapter is saved, then raises
+        KeyboardInterrupt again: the run ends 'stopped', and the cells after this one do not run."""
+        from lab.notebook import follow
+
+        return follow(self, timeout, poll_s)
 
     def report(self) -> dict | None:
         """An evaluation run's report (lab.train.evaluation), once it is done; None before or for a training run."""
@@ -121,6 +122,18 @@ class TrainingRun:
         jobs.resume(self.lab.store, self.id)
         return self
 
+    def _repr_html_(self) -> str:
+        """In a notebook: status and progress, key settings, last metrics (or the evaluation report)."""
+        from lab.notebook import run_html
+
+        return run_html(self)
+
+    def _ipython_display_(self) -> None:
+        """In a notebook: the summary, then the curves (or the evaluation's chart)."""
+        from lab.notebook import show_run
+
+        show_run(self)
+
 
 class Lab:
     """One workspace and the one loaded model, with the presets; everything else is a method on it.
@@ -138,6 +151,7 @@ class Lab:
         self._loader: threading.Thread | None = None
         self._reward_model: tuple | None = None  # (key, LoadedModel) of the reward model Lab.score last used
         self._reward_lock = threading.Lock()  # one load at a time: Ranking and Chat may score at once
+        self._app = None  # the app `app()` serves in a notebook (lab.notebook.InlineApp)
 
     @functools.cached_property
     def exports(self) -> Path:
@@ -231,6 +245,42 @@ class Lab:
             if self.models.loaded is None:
                 self.load()
 
+    # the app in a notebook
+
+    def app(self, port: int | None = None, height: int = 900):
+        """Show the whole app in this notebook cell (Jupyter, JupyterLab, VS Code, Colab) over this workspace and this
+        loaded model (no second copy; the default model starts loading if none is); returns the running app
+        (lab.notebook.InlineApp: `.url`). Calling it again shows the running app again instead of starting another.
+
+        It listens on 127.0.0.1 only, on `port` or the first free one from 7860; in Colab it shows through Colab's
+        own proxy, which only this notebook's user reaches, never a public link. `close()` stops it."""
+        from lab.notebook import start_app
+
+        if self._app is not None and self._app.running:
+            self._app.show()
+            return self._app
+        self._close_app()  # one whose server or watcher died: free what is left of it
+        self._app = start_app(self, port, height)
+        return self._app
+
+    def _close_app(self) -> None:
+        """Stop the app `app()` started, if any: its port is free once this returns, and its job watcher has ended."""
+        if self._app is not None:
+            self._app.close()
+            self._app = None
+
+    def close(self) -> None:
+        """Stop the app `app()` started and free the loaded model (and the reward model `score` keeps).
+        Runs training now go on in their own processes; `load()` or the next generation loads a model again."""
+        from lab.models import free_memory
+
+        self._close_app()
+        self.wait_for_model()  # a load in the background would set the model again after this
+        self._reward_model = None
+        self.models.loaded = None
+        self.models.status = "No model loaded."
+        free_memory()
+
     # data
 
     def import_file(self, path: str | Path, form: str | None = None, good_as_demonstrations: bool = False):
@@ -255,8 +305,11 @@ class Lab:
         return export_demonstrations(self.store, path, origins)
 
     def comparisons(self, exclude_annotators: tuple[str, ...] = ()) -> list:
-        """The votes (lab.store.Comparison), oldest first."""
-        return self.store.list_comparisons(tuple(exclude_annotators))
+        """The votes (lab.store.Comparison), oldest first, as a list that a notebook shows with its counts per
+        annotator and the preference pairs they make (lab.notebook.PreferenceSet)."""
+        from lab.notebook import PreferenceSet
+
+        return PreferenceSet(self.store.list_comparisons(tuple(exclude_annotators)))
 
     def export_preferences(self, path: str | Path, exclude_annotators: tuple[str, ...] = (), negatives=False) -> int:
         """Write TRL's prompt/chosen/rejected pairs (or the both-bad answers) as JSONL; returns how many rows."""
@@ -289,19 +342,31 @@ class Lab:
         return inspect_reward(self.store, run_id, batch_size)
 
     def leaderboard(self):
-        """Bradley-Terry scores of the model references that were compared, with 95% bootstrap intervals."""
+        """Bradley-Terry scores of the model references that were compared, with 95% bootstrap intervals: a
+        DataFrame (lab.arena.Leaderboard) that a notebook shows with its chart; `.figure()` is the chart."""
         from lab import arena
 
-        return arena.leaderboard(arena.battles(self.comparisons()))
+        return arena.Leaderboard(arena.leaderboard(arena.battles(self.comparisons())))
+
+    def experiment(self, experiment_id: int):
+        """A prompt experiment as answered so far (lab.notebook.ExperimentResults): `.grid`, questions down and one
+        column per variant, and `.summary` per variant; a notebook shows both."""
+        from lab import experiments
+        from lab.notebook import ExperimentResults
+
+        exp = self.store.get_experiment(experiment_id)
+        results = self.store.list_results(experiment_id)
+        return ExperimentResults(
+            exp.name, experiments.results_grid(exp, results), experiments.variant_summary(exp, results)
+        )
 
     def run_experiment(self, experiment_id: int, view: str = BASE_VIEW):
-        """Fill an experiment's missing cells with the loaded model; returns the grid as a DataFrame."""
+        """Fill an experiment's missing cells with the loaded model; returns the experiment (see `experiment`)."""
         from lab import experiments
 
         for _ in experiments.run_experiment(self.store, self.models, experiment_id, view=view):
             pass
-        exp = self.store.get_experiment(experiment_id)
-        return experiments.results_grid(exp, self.store.list_results(experiment_id))
+        return self.experiment(experiment_id)
 
     def score(
         self,

@@ -8,10 +8,9 @@ from functools import partial
 
 import gradio as gr
 import pandas as pd
-import plotly.graph_objects as go
 
 from lab import Lab
-from lab.arena import ANNOTATOR_COLUMNS, LEADERBOARD_COLUMNS, arena_report, counted_votes
+from lab.arena import ANNOTATOR_COLUMNS, LEADERBOARD_COLUMNS, arena_report, counted_votes, leaderboard_figure
 from lab.data import DataFileError
 from lab.preferences import (
     export_preferences,
@@ -124,7 +123,7 @@ def show_arena(ctx: Lab, view: ArenaView) -> dict:
     return {
         view.summary: report.summary(),
         view.board: report.leaderboard,
-        view.chart: _chart(report.leaderboard),
+        view.chart: leaderboard_figure(report.leaderboard),
         view.rates: report.win_rates,
         view.quality: _quality_text(report.agreement, report.position_bias),
         view.raters: report.annotators,
@@ -156,32 +155,6 @@ def _quality_text(stats: dict, bias: dict) -> str:
             "left out, since their display order is not known."
         )
     return "  \n".join(lines)
-
-
-def _chart(board: pd.DataFrame) -> go.Figure | None:
-    if board.empty:
-        return None
-    fig = go.Figure(
-        go.Scatter(
-            x=board["score"],
-            y=board["model"],
-            mode="markers",
-            error_x={
-                "type": "data",
-                "symmetric": False,
-                "array": board["high"] - board["score"],
-                "arrayminus": board["score"] - board["low"],
-            },
-            marker={"size": 10, "color": "#ea580c"},
-        )
-    )
-    fig.update_layout(
-        height=80 + 40 * len(board),
-        margin={"l": 10, "r": 10, "t": 10, "b": 30},
-        yaxis={"autorange": "reversed"},
-        xaxis_title="score (Elo scale)",
-    )
-    return fig
 
 
 def _export_note(ctx: Lab, excluded: tuple[str, ...]) -> str:
