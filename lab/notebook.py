@@ -3,7 +3,8 @@ run, and objects that show themselves as tables and charts instead of print-and-
 
 Nothing here imports gradio or IPython on import: the app's modules load on `Lab.app()`, and IPython is used only
 where a kernel has already loaded it. Charts go through plotly's own notebook renderer (`display(figure)`), which
-JupyterLab, VS Code and Colab draw without fetching plotly.js, beside a small HTML summary (`_repr_html_`).
+picks what each front end draws (JupyterLab and VS Code offline, Colab its own way), below a small HTML summary
+(`_repr_html_`) that any front end shows.
 """
 
 from __future__ import annotations
@@ -116,9 +117,9 @@ def start_app(lab: Lab, port: int | None, height: int) -> InlineApp:
             show_error=False,
             max_file_size=f"{limits.UPLOAD_MB}mb",
         )
-    except OSError as err:
-        where = f"port {port}" if port else "any port from 7860 up"
-        raise ValueError(f"The app could not listen on {where} ({err}); pass another port to lab.app().") from err
+    except OSError as err:  # Gradio tries the one port given, or a hundred from 7860
+        taken = f"Port {port} is taken" if port else "No port from 7860 up is free"
+        raise ValueError(f"{taken}: pass lab.app() a free port.") from err
     if lab.models.loaded is None and not lab.models.loading:
         lab.load_in_background(DEFAULT_MODEL, "fp32", "auto")
     stopping = threading.Event()
@@ -159,7 +160,7 @@ def follow(run: TrainingRun, timeout: float | None, poll_s: float) -> str:
                     curve.update(len(tail.rows))
                 time.sleep(poll_s)
         except KeyboardInterrupt:
-            bar.set_postfix_str("stopping: the current step ends, then the adapter is saved")
+            bar.set_postfix_str("stopping: the current step ends and what it learned is saved")
             with contextlib.suppress(jobs.JobError):  # it may have finished meanwhile: nothing to stop
                 run.stop()
             while (status := run.status) not in jobs.FINISHED:
@@ -269,13 +270,11 @@ def _last_metrics(rows: list[dict], keys: list[str]) -> pd.DataFrame:
 def report_html(run_id: str, report: dict) -> str:
     """An evaluation report: the metrics with their 95% intervals, one row per model, then the verdicts."""
     from lab.evaluate import report_table, summary_table
+    from lab.train.evaluation import report_head
 
-    head = f"{report['prompts']} prompts; win rates against {html.escape(report['reference'])}"
-    if report.get("judge"):
-        head += f", judged by {html.escape(report['judge'])} in both orders"
     verdicts = "".join(f"<li>{html.escape(v['sentence'])}</li>" for v in report.get("verdicts", []))
     table = summary_table(report_table({run_id: report})).to_html(index=False)
-    return f"<p>{head}</p>\n{table}" + (f"\n<ul>{verdicts}</ul>" if verdicts else "")
+    return f"<p>{html.escape(report_head(report))}</p>\n{table}" + (f"\n<ul>{verdicts}</ul>" if verdicts else "")
 
 
 def show_run(run: TrainingRun) -> None:
@@ -332,14 +331,21 @@ class PreferenceSet(list):
         ]
         return pd.DataFrame(rows, columns=["id", "annotator", "verdict", "prompt", "answers (rank: text)"])
 
+    def summary(self, table: pd.DataFrame | None = None) -> str:
+        """One line: the votes, by how many annotators, the skips, and the preference pairs they export as."""
+        table = self.annotators() if table is None else table
+        return (
+            f"{int(table['votes'].sum())} votes by {len(table)} annotators ({int(table['skipped'].sum())} skipped) "
+            f"→ {int(table['pairs'].sum())} preference pairs"
+        )
+
+    def __repr__(self) -> str:  # the whole list would be pages of conversations
+        return f"PreferenceSet({self.summary()})"
+
     def _repr_html_(self) -> str:
         table = self.annotators()
         shown = f"; the first {FIRST_ROWS}" if len(self) > FIRST_ROWS else ""
-        head = (
-            f"<p><b>{int(table['votes'].sum())} votes</b> by {len(table)} annotators "
-            f"({int(table['skipped'].sum())} skipped) → <b>{int(table['pairs'].sum())} preference pairs</b> "
-            f"(TRL prompt / chosen / rejected){shown}:</p>"
-        )
+        head = f"<p><b>{html.escape(self.summary(table))}</b> (TRL prompt / chosen / rejected){shown}:</p>"
         return "\n".join([head, table.to_html(index=False), self.first_rows().to_html(index=False)])
 
 
@@ -348,7 +354,7 @@ def _short(text: str, most: int = 80) -> str:
     return text if len(text) <= most else text[: most - 1] + "…"
 
 
-@dataclass
+@dataclass(repr=False)
 class ExperimentResults:
     """A prompt experiment as answered so far: `grid` (questions down, one column per variant) and `summary` (per
     variant: answered, good and bad marks, mean time and length), shown together in a notebook."""
@@ -357,7 +363,13 @@ class ExperimentResults:
     grid: pd.DataFrame
     summary: pd.DataFrame
 
+    def __repr__(self) -> str:
+        return f"ExperimentResults({self.name!r}: {self._size()}, {int(self.summary['answered'].sum())} answers)"
+
+    def _size(self) -> str:
+        return f"{len(self.grid)} questions × {len(self.summary)} variants"
+
     def _repr_html_(self) -> str:
-        cells = f"{len(self.grid)} questions × {len(self.summary)} variants"
         grid = self.grid.to_html(index=False).replace("<td>", "<td style='white-space:pre-wrap;text-align:left'>")
-        return "\n".join([f"<p><b>{html.escape(self.name)}</b> · {cells}</p>", self.summary.to_html(index=False), grid])
+        head = f"<p><b>{html.escape(self.name)}</b> · {self._size()}</p>"
+        return "\n".join([head, self.summary.to_html(index=False), grid])

@@ -54,6 +54,8 @@ def test_the_inline_app_starts_and_stops_twice_without_leaking(tiny_model_dir, t
         app = lab.app(port)  # the second time, on the port the first one freed
         assert lab.app() is app and app.running  # a second call reuses the running app
         assert not port_is_free(app.port)
+        with pytest.raises(ValueError, match=f"Port {app.port} is taken: pass lab.app"):
+            Lab(tmp_path / "another").app(app.port)
         with urllib.request.urlopen(app.url + "config", timeout=10) as response:
             assert json.loads(response.read())["title"] == "Alignment Lab"
         assert lab.models.loaded is model  # the app serves the model loaded here, not a copy
@@ -143,8 +145,9 @@ def test_a_preference_set_counts_votes_per_annotator_and_its_pairs(tmp_path):
         "ann": {"votes": 3, "ranked": 2, "ties": 1, "both bad": 0, "skipped": 0, "pairs": 5},  # 3 + 2 pairs
         "bea": {"votes": 1, "ranked": 0, "ties": 0, "both bad": 1, "skipped": 1, "pairs": 0},
     }
+    assert repr(votes) == "PreferenceSet(4 votes by 2 annotators (1 skipped) → 5 preference pairs)"
     page = votes._repr_html_()
-    assert "<b>4 votes</b> by 2 annotators (1 skipped) → <b>5 preference pairs</b>" in page
+    assert "<b>4 votes by 2 annotators (1 skipped) → 5 preference pairs</b>" in page
     assert "<td>both-bad</td>" in page and "1: Red it is | 2: Blue it is | 3: Teal it is" in page
 
 
@@ -207,3 +210,4 @@ def test_an_experiment_shows_its_grid_and_summary(tiny_model_dir, tmp_path):
     assert "<b>colors</b> · 2 questions × 2 variants" in page
     assert "<th>careful</th>" in page and "Is grass red?" in page and "tok" in page
     assert lab.experiment(eid).grid.equals(results.grid)
+    assert repr(results) == "ExperimentResults('colors': 2 questions × 2 variants, 4 answers)"

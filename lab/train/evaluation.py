@@ -389,12 +389,17 @@ def read_report(run_dir: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+def report_head(report: dict) -> str:
+    """What the report's win rates are measured against, in one line."""
+    head = f"{report['prompts']} prompts; win rates against {report['reference']}"
+    if report.get("judge"):
+        head += f", judged by {report['judge']} in both orders"
+    return head
+
+
 def report_text(report: dict) -> str:
     """The report as a terminal table (each metric with its 95% interval), then the verdicts."""
     from lab.evaluate import report_table, summary_table
 
-    head = f"{report['prompts']} prompts; win rates against {report['reference']}"
-    if report.get("judge"):
-        head += f", judged by {report['judge']} in both orders"
     table = summary_table(report_table({"": report})).to_string(index=False)
-    return "\n".join([head, table, *(v["sentence"] for v in report.get("verdicts", []))])
+    return "\n".join([report_head(report), table, *(v["sentence"] for v in report.get("verdicts", []))])
