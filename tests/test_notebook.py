@@ -84,7 +84,7 @@ def test_an_interrupt_during_wait_stops_the_run_with_its_adapter(tiny_model_dir,
     assert read_metrics(run.folder)[-1]["step"] < 400
 
 
-def test_in_a_jupyter_kernel_the_app_shows_inline_and_wait_shows_a_bar_and_the_live_curve(tiny_model_dir, tmp_path):
+def test_in_a_jupyter_kernel_the_app_shows_inline_wait_is_live_and_objects_draw_charts(tiny_model_dir, tmp_path):
     cells = [
         f"from lab import Lab\nlab = Lab({str(tmp_path / 'workspace')!r})\n"
         f"lab.load({str(tiny_model_dir)!r}, device='cpu')\napp = lab.app()",
@@ -92,11 +92,16 @@ def test_in_a_jupyter_kernel_the_app_shows_inline_and_wait_shows_a_bar_and_the_l
         f"run = lab.train('sft', data={str(SIGNOFF)!r}, model={str(tiny_model_dir)!r}, device='cpu', max_steps=6,"
         " batch_size=8, learning_rate=0.02, lora_r=8)\nrun.wait(poll_s=0.2)",
         "run",
+        "from lab.store import Comparison\n"
+        "for a, b in [('sft-a', 'base')] * 3 + [('base', 'sft-a')]:\n"
+        "    answers = [{'text': f'{m} says hi', 'model': m, 'settings': {}} for m in (a, b)]\n"
+        "    lab.store.add_comparison(Comparison([{'role': 'user', 'content': 'Hi'}], answers, [0, 1], [1, 2]))\n"
+        "lab.leaderboard()",
         "lab.close()",
     ]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
     NotebookClient(nb, timeout=300, kernel_name="python3").execute()
-    started, again, waited, shown = (cell.outputs for cell in nb.cells[:4])
+    started, again, waited, shown, board = (cell.outputs for cell in nb.cells[:5])
 
     (frame,) = [o["data"]["text/html"] for o in started if "text/html" in o.get("data", {})]
     url = re.search(r'<iframe src="(http://127\.0\.0\.1:\d+/)"', frame).group(1)
@@ -112,6 +117,8 @@ def test_in_a_jupyter_kernel_the_app_shows_inline_and_wait_shows_a_bar_and_the_l
     summary, figure = [o["data"] for o in shown]
     assert "done" in summary["text/html"] and "learning_rate <code>0.02</code>" in summary["text/html"]
     assert PLOTLY in figure
+    table, chart = [o["data"] for o in board]
+    assert "<td>sft-a</td>" in table["text/html"] and chart[PLOTLY]["data"][0]["y"] == ["sft-a", "base"]
 
 
 def test_a_run_shows_its_status_settings_last_metrics_and_curves(tiny_model_dir, tmp_path):
