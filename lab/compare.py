@@ -67,13 +67,7 @@ class ColumnLog:
 def answer_for(base: str, side: Side, settings: GenerationSettings) -> Answer:
     """The record of a reply that `side` of the loaded `base` is about to make with these settings."""
     model = str(ModelRef(base, side.view)) + (" + system prompt" if side.system.strip() else "")
-    sampling = {
-        "temperature": settings.temperature,
-        "top_p": settings.top_p,
-        "max_new_tokens": settings.max_new_tokens,
-        "seed": settings.seed,
-    }
-    return Answer(model, side.view, side.system.strip(), sampling)
+    return Answer(model, side.view, side.system.strip(), settings.sampling())
 
 
 def stream_compare(

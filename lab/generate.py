@@ -41,6 +41,15 @@ class GenerationSettings(Checked):
     seed: int | None = help_field(None, "Same seed, same sampled reply; none = random.", low=0, high=limits.SEED)
     stop: list = help_field([], f"Strings that end the reply (at most {limits.STOP_STRINGS}).")
 
+    def sampling(self) -> dict:
+        """What a saved answer records of how it was sampled (a vote's candidates, a compare reply)."""
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_new_tokens": self.max_new_tokens,
+            "seed": self.seed,
+        }
+
     def check(self) -> None:
         if len(self.stop) > limits.STOP_STRINGS:
             raise ValueError(f"key 'stop': at most {limits.STOP_STRINGS} stop strings, got {len(self.stop)}")

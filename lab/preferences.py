@@ -178,12 +178,7 @@ def candidate_steps(
             with models.use(side.view) as lm:
                 outs.append(generate(lm, build_messages(question, side.system), settings))
             labels.append(side.label)
-    settings_row = {
-        "temperature": settings.temperature,
-        "top_p": settings.top_p,
-        "max_new_tokens": settings.max_new_tokens,
-        "seed": settings.seed,
-    }
+    settings_row = settings.sampling()
     candidates = [
         {"text": out.text, "model": label, "settings": settings_row} for out, label in zip(outs, labels, strict=True)
     ]
