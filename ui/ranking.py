@@ -38,6 +38,7 @@ from lab.store import Comparison
 from ui.reward_models import NO_REWARD, reward_model_choices
 
 LETTERS = "ABCD"
+VOTE_CHOICES = ["A", "B", "tie", "both-bad", "skipped", "ranking"]
 ONE_MODEL = "one model, different samples"
 TWO_SIDES = "two model references"
 TYPED = TYPED_QUEUE
@@ -83,6 +84,16 @@ class Screen:
 
 
 def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
+    """The Ranking tab. Its events for clients (gradio_client), stable names:
+
+    - `/ranking_next` (Next prompt): annotator, queue, prompt, mode, how many, temperature, model A, system prompt A,
+      model B, system prompt B. Puts the queue's next question with its shuffled answers in the session's state
+      (gradio_client keeps one session per Client) and returns the screen.
+    - `/ranking_vote`: choice ("A", "B", "tie", "both-bad", "skipped" or "ranking"), annotator, reason, queue, mode,
+      rank of A, rank of B, rank of C, rank of D. Votes on what the session's last `/ranking_next` showed; the
+      vote is in the database when it returns, and its number is in the outcome ("vote #12").
+    - `/ranking_undo`: annotator, queue, mode.
+    """
     task = gr.State(None)  # the comparison on screen: prompt, candidates, shown order, queue source
     # A fixed secret, so the name is still there after the app restarts (it is a name, not a credential).
     annotator_memory = gr.BrowserState("", storage_key="alignment-lab-annotator", secret="alignment-lab-annotator")
@@ -154,6 +165,7 @@ def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
                 skip = gr.Button("Skip (S)", size="sm", elem_id="vote-skip")
                 undo = gr.Button("Undo last vote (U)", size="sm", elem_id="vote-undo")
             outcome = gr.Markdown(elem_id="vote-outcome")
+            chosen = gr.Radio(VOTE_CHOICES, value="A", visible=False)  # the vote of a client calling ranking_vote
         with gr.Column(scale=1):
             with gr.Group():
                 reward_model = gr.Dropdown(
@@ -187,18 +199,32 @@ def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
     for dropdown in (view_a, view_b):
         dropdown.focus(lambda: gr.update(choices=ctx.views()), outputs=dropdown)
     # No overlay over the panes while answers are made: the note beside Next says what is happening.
-    for button, use_queue in ((next_button, True), (generate_button, False)):
+    for button, use_queue, name in ((next_button, True, "ranking_next"), (generate_button, False, "ranking_generate")):
         button.click(
-            partial(next_task, ctx, screen, use_queue=use_queue), setup, screen.task_view, show_progress="minimal"
+            partial(next_task, ctx, screen, use_queue=use_queue),
+            setup,
+            screen.task_view,
+            show_progress="minimal",
+            api_name=name,
         )
     votes = ((vote_a, "A"), (vote_b, "B"), (tie, "tie"), (both_bad, "both-bad"), (skip, "skipped"))
+    vote_inputs = [task, annotator, reason, queue, mode, *rank_boxes]
     for button, choice in (*votes, (submit_ranking, "ranking")):
         button.click(
             partial(cast_vote, ctx, screen, choice=choice),
-            [task, annotator, reason, queue, mode, *rank_boxes],
+            vote_inputs,
             [task, outcome, progress, reason],
+            api_visibility="private",
         )
-    undo.click(partial(undo_vote, ctx, screen), [annotator, queue, mode], [outcome, progress])
+    # The same vote for clients (gradio_client, the load test): the choice is an input instead of a button.
+    gr.on(
+        [],
+        partial(cast_chosen_vote, ctx, screen),
+        [chosen, *vote_inputs],
+        [task, outcome, progress, reason],
+        api_name="ranking_vote",
+    )
+    undo.click(partial(undo_vote, ctx, screen), [annotator, queue, mode], [outcome, progress], api_name="ranking_undo")
     reward_model.focus(lambda: gr.update(choices=reward_model_choices(ctx)), outputs=reward_model)
     sort_button.click(
         partial(sort_by_reward, ctx, screen),
@@ -390,6 +416,15 @@ def cast_vote(
         screen.progress: show_progress(ctx, comparison.annotator, queue, mode),
         screen.reason: "",
     }
+
+
+def cast_chosen_vote(
+    ctx: Lab, screen: Screen, choice: str, task: dict | None, annotator: str, reason: str, queue: str, mode: str, *ranks
+) -> dict:
+    """A vote whose choice comes as a value (from a client) rather than from the button pressed."""
+    if choice not in VOTE_CHOICES:
+        return {screen.outcome: f"**Vote one of {', '.join(VOTE_CHOICES)}.**"}
+    return cast_vote(ctx, screen, task, annotator, reason, queue, mode, *ranks, choice=choice)
 
 
 def undo_vote(ctx: Lab, screen: Screen, annotator: str, queue: str, mode: str) -> dict:
