@@ -3,6 +3,7 @@
 Every name other code imports from `lab.store` is re-exported here.
 """
 
+from lab.store.database import WorkspaceFullError
 from lab.store.rows import (
     CATEGORIES,
     JSON_COLUMNS,
@@ -45,6 +46,7 @@ __all__ = [
     "Run",
     "Store",
     "UnpairedRating",
+    "WorkspaceFullError",
     "check_messages",
     "fingerprint",
     "now",

@@ -26,6 +26,27 @@ def contains_text(messages: str, needle: str) -> bool:
     return needle.casefold() in contents.casefold()
 
 
+class WorkspaceFullError(ValueError):
+    """A write the disk had no room for; the transaction was rolled back whole, so earlier rows are intact."""
+
+
+def disk_trouble(err: BaseException) -> str | None:
+    """One sentence for a write SQLite could not make for want of room, or None for any other error.
+
+    A full disk is SQLITE_FULL; a write refused by a quota or a file size limit (EDQUOT, EFBIG) reaches SQLite as
+    an I/O error, as does a failing disk, which the sentence cannot tell apart.
+    """
+    name = getattr(err, "sqlite_errorname", "") if isinstance(err, sqlite3.OperationalError) else ""
+    if name == "SQLITE_FULL":
+        return "The workspace's disk is full: nothing was saved; free some space and try again."
+    if name.startswith("SQLITE_IOERR"):
+        return (
+            "The workspace's disk refused the write (full, over a quota, or failing): nothing was saved; "
+            "free some space and try again."
+        )
+    return None
+
+
 class Database:
     """The workspace folder and its SQLite database (WAL), at the latest schema once constructed."""
 
@@ -72,9 +93,11 @@ class Database:
             db.execute("BEGIN IMMEDIATE")
             yield db
             db.execute("COMMIT")
-        except BaseException:
+        except BaseException as err:
             if db.in_transaction:  # BEGIN itself may have failed (database locked)
                 db.execute("ROLLBACK")
+            if (trouble := disk_trouble(err)) is not None:
+                raise WorkspaceFullError(trouble) from err
             raise
         finally:
             db.close()
