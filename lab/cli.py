@@ -220,6 +220,23 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scenario(args: argparse.Namespace) -> int:
+    """Start a workshop scenario: a fresh workspace (or --workspace if empty, or --mix) seeded with its prompts,
+    held-out questions, starter demonstrations and comparisons; prints where, what, and how to open it.
+    --regenerate-candidates makes its shipped Ranking candidates again instead (assets/candidates/)."""
+    from lab import scenarios
+
+    if args.regenerate_candidates:
+        path = scenarios.regenerate_candidates(args.name, progress=lambda m: print(m, file=sys.stderr))
+        print(f"Wrote {path}")
+        return 0
+    store, counts = scenarios.open_scenario(args.name, args.workspace, args.truthfulqa, args.mix, Path(args.root))
+    print(f"Workspace: {store.root}")
+    print(scenarios.describe(args.name, counts))
+    print(f"Open it: python -m ui --workspace {store.root}")
+    return 0
+
+
 @contextmanager
 def _tee(path: Path):
     """Copy what the terminal shows into the run's log.txt."""
@@ -330,6 +347,17 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--device", default="auto", choices=DEVICES)
     sc.add_argument("--batch-size", type=int, default=8, help="responses scored at once")
     sc.set_defaults(func=cmd_score)
+
+    scn = sub.add_parser("scenario", help=cmd_scenario.__doc__, description=cmd_scenario.__doc__)
+    scn.add_argument("name", metavar="NAME", help="a scenario: its file name (truthfulness, …) or its display name")
+    scn.add_argument("--workspace", default=None, help="seed this folder (it must be empty, unless --mix)")
+    scn.add_argument("--root", default="workspaces", help="where fresh workspaces go (default: workspaces/)")
+    scn.add_argument("--mix", action="store_true", help="add the scenario to a --workspace that already holds work")
+    scn.add_argument("--truthfulqa", default=None, metavar="CSV", help="TruthfulQA's CSV (its scenario needs it)")
+    scn.add_argument(
+        "--regenerate-candidates", action="store_true", help="make the scenario's shipped Ranking candidates again"
+    )
+    scn.set_defaults(func=cmd_scenario)
     return parser
 
 

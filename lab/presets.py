@@ -108,19 +108,47 @@ class ExperimentPreset(_Strict):
 
 
 class ScenarioPreset(_Strict):
-    """A ranking task: a question queue, the annotation guidelines shown beside it, and sampling defaults."""
+    """A ranking task: a question queue, the annotation guidelines shown beside it, and sampling defaults; for a
+    workshop also its held-out questions, starter demonstrations and comparisons (lab.scenarios seeds them)."""
 
     name: str
     description: str
-    questions: str = Field(description="Name of a question set in assets/prompts/ (without .jsonl).")
+    questions: str = Field(
+        "",
+        description="Name of a question set in assets/prompts/ (without .jsonl); empty only for a scenario built "
+        "from TruthfulQA's CSV, whose questions come from the user's file.",
+    )
     guidelines: str = Field(min_length=1)
     k: int = Field(2, ge=2, le=4)
     temperature: float = Field(0.9, gt=0, le=2)
     check: str = Field(
         "",
-        description="A rule-based reward spec (lab.rewards: length, contains, not_contains, regex, refusal) that "
-        "says whether an answer does what the scenario aligns for; RL rewards it as the term scenario:NAME.",
+        description="A rule-based reward spec (lab.rewards: length, contains, not_contains, regex, refusal, echo, "
+        "refuses_tagged) that says whether an answer does what the scenario aligns for; RL rewards it as the term "
+        "scenario:NAME.",
     )
+    held_out: str = Field(
+        "",
+        description="Name of a question set in assets/prompts/held-out/: the before/after evaluation's questions, "
+        "never in the queue, the demonstrations or the comparisons.",
+    )
+    demonstrations: str = Field("", description="Starter demonstrations: a file in assets/demonstrations/ (no .jsonl).")
+    comparisons: str = Field("", description="Starter preference pairs: a file in assets/comparisons/ (no .jsonl).")
+    truthfulqa: bool = Field(
+        False,
+        description="Built from the user's TruthfulQA CSV: its questions, Best Answer demonstrations and (Best "
+        "Answer, an Incorrect Answer) pairs, with a held-out split for MC1/MC2.",
+    )
+    held_out_fraction: float = Field(0.2, gt=0, lt=1, description="TruthfulQA: the share of questions held out.")
+    split_seed: int = Field(42, ge=0, description="TruthfulQA: the seed of the question-level split.")
+
+    @model_validator(mode="after")
+    def _questions(self) -> ScenarioPreset:
+        if not self.truthfulqa and not self.questions:
+            raise ValueError("a scenario needs 'questions' (a question set) unless it is built from TruthfulQA")
+        if self.truthfulqa and (self.questions or self.held_out or self.demonstrations or self.comparisons):
+            raise ValueError("a TruthfulQA scenario takes its questions, demonstrations and pairs from the CSV")
+        return self
 
 
 def _load(path: Path, kind: type[_Strict]) -> _Strict:
@@ -147,9 +175,14 @@ def load_experiment_preset(path: str | Path) -> ExperimentPreset:
     return _load(Path(path), ExperimentPreset)
 
 
+def scenario_files(folder: Path = PRESETS_DIR / "scenarios") -> dict[str, ScenarioPreset]:
+    """The scenarios by file name without .yaml (the short name a command line takes: truthfulness, …)."""
+    return {p.stem: _load(p, ScenarioPreset) for p in sorted(folder.glob("*.yaml"))}
+
+
 def scenario_presets(folder: Path = PRESETS_DIR / "scenarios") -> dict[str, ScenarioPreset]:
-    presets = (_load(p, ScenarioPreset) for p in sorted(folder.glob("*.yaml")))
-    return {p.name: p for p in presets}
+    """The scenarios by their display name (what the queues, the dropdowns and `scenario:NAME` rewards use)."""
+    return {p.name: p for p in scenario_files(folder).values()}
 
 
 def model_presets(folder: Path = PRESETS_DIR / "models") -> dict[str, ModelPreset]:
@@ -160,6 +193,9 @@ def model_presets(folder: Path = PRESETS_DIR / "models") -> dict[str, ModelPrese
 def experiment_presets(folder: Path = PRESETS_DIR / "experiments") -> dict[str, ExperimentPreset]:
     presets = (load_experiment_preset(p) for p in sorted(folder.glob("*.yaml")))
     return {p.name: p for p in presets}
+
+
+HELD_OUT_DIR = ASSETS_DIR / "prompts" / "held-out"  # evaluation questions: not offered as bundled sets
 
 
 def question_sets(folder: Path = ASSETS_DIR / "prompts") -> list[str]:
@@ -175,7 +211,12 @@ def load_question_set(name: str, folder: Path = ASSETS_DIR / "prompts") -> list[
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
-        row = json.loads(line)
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise PresetError(f"{path.name} line {number}: not valid JSON ({err.msg}).") from err
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not row["text"].strip():
+            raise PresetError(f"{path.name} line {number}: each line is an object with a non-empty 'text'.")
         if row.get("category") not in CATEGORIES:
             raise PresetError(f"{path.name} line {number}: category must be one of {', '.join(CATEGORIES)}.")
         prompts.append(Prompt(row["text"], row["category"], row.get("tags", []), f"bundled:{name}"))

@@ -117,8 +117,11 @@ TERMS = {  # kind → (what its argument is, an example) for the help text and t
     "not_contains": ("the text to avoid", "not_contains:sorry"),
     "regex": ("a regular expression", r"regex:\d+"),
     "refusal": ("nothing", "refusal"),
+    "echo": ("nothing", "echo"),
+    "refuses_tagged": ("a tag of bundled prompts", "refuses_tagged:harmful"),
     "scenario": ("a workshop scenario's name", "scenario:NAME"),
 }
+NO_ARGUMENT = ("refusal", "echo")
 
 
 class RewardSpecError(ValueError):
@@ -147,12 +150,15 @@ class Term:
             "not_contains": f"[does not contain {self.arg!r}]",
             "regex": f"[matches /{self.arg}/]",
             "refusal": "[refuses]",
+            "echo": "[repeats the prompt]",
+            "refuses_tagged": f"[refuses exactly when the prompt is tagged {self.arg!r}]",
             "scenario": f"scenario_check({self.arg})",
         }
         return shown[self.kind]
 
-    def rule(self, text: str) -> float:
-        """The value of a rule term (every kind but model) for one completion's text."""
+    def rule(self, text: str, prompt: Prompt | None = None) -> float:
+        """The value of a rule term (every kind but model) for one completion's text; `echo` and
+        `refuses_tagged` also read the prompt it answers."""
         if self.kind == "length":
             target = int(self.arg)
             return -abs(len(text) - target) / target
@@ -164,8 +170,12 @@ class Term:
             return float(re.search(self.arg, text) is not None)
         if self.kind == "refusal":
             return float(is_refusal(text))
+        if self.kind == "echo":
+            return float(repeats_prompt(text, question_of(prompt)))
+        if self.kind == "refuses_tagged":
+            return float(is_refusal(text) == (_plain(question_of(prompt)) in tagged_prompts(self.arg)))
         if self.kind == "scenario":
-            return sum(term.weight * term.rule(text) for term in scenario_check(self.arg))
+            return sum(term.weight * term.rule(text, prompt) for term in scenario_check(self.arg))
         raise ValueError(f"Reward term '{self.label}' is not a rule: it needs a model to score it.")
 
 
@@ -173,6 +183,37 @@ def is_refusal(text: str) -> bool:
     """Does the answer refuse? A phrase list ('I can't', 'As an AI', …), case-insensitive, curly quotes too."""
     text = text.lower().replace("\u2019", "'")
     return any(phrase in text for phrase in REFUSALS)
+
+
+def question_of(prompt: Prompt | None) -> str:
+    """The question a completion answers: the prompt's text, or its last user turn."""
+    if prompt is None:
+        raise ValueError("This reward term reads the prompt too: call it with the prompts it answers.")
+    if isinstance(prompt, str):
+        return prompt
+    return next((m["content"] for m in reversed(prompt) if m.get("role") == "user"), "")
+
+
+def _plain(text: str) -> str:
+    """Letters, digits and single spaces, lower case: what 'the same words' compares."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def repeats_prompt(text: str, question: str) -> bool:
+    """Does the answer repeat the prompt word for word (punctuation and case aside) instead of answering it? A base
+    model often copies the instruction or goes on writing more of it."""
+    words = _plain(question)
+    return len(words.split()) >= 3 and words in _plain(text)
+
+
+@functools.cache
+def tagged_prompts(tag: str) -> frozenset[str]:
+    """The bundled prompts (assets/prompts/, held-out ones included) that carry `tag`, compared as _plain text."""
+    from lab.presets import HELD_OUT_DIR, load_question_set, question_sets
+
+    sets = [(name, HELD_OUT_DIR.parent) for name in question_sets()]
+    sets += [(name, HELD_OUT_DIR) for name in question_sets(HELD_OUT_DIR)]
+    return frozenset(_plain(p.text) for name, folder in sets for p in load_question_set(name, folder) if tag in p.tags)
 
 
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
@@ -221,14 +262,16 @@ def _checked(term: Term) -> Term:
     if term.kind not in TERMS:
         raise RewardSpecError(f"Reward term '{label}' is not known: use one of {', '.join(TERMS)}.")
     what, example = TERMS[term.kind]
-    if term.kind == "refusal":
+    if term.kind in NO_ARGUMENT:
         if term.arg:
-            raise RewardSpecError(f"Reward term '{label}' takes no argument: write just 'refusal'.")
+            raise RewardSpecError(f"Reward term '{label}' takes no argument: write just '{term.kind}'.")
         return term
     if not term.arg:
         raise RewardSpecError(f"Reward term '{label}' needs {what}, e.g. {example}.")
     if term.kind == "length" and not (term.arg.isdigit() and int(term.arg) > 0):
         raise RewardSpecError(f"Reward term '{label}' needs a whole number of characters above 0, e.g. {example}.")
+    if term.kind == "refuses_tagged" and not tagged_prompts(term.arg):
+        raise RewardSpecError(f"Reward term '{label}': no bundled prompt (assets/prompts/) is tagged '{term.arg}'.")
     if term.kind == "regex":
         try:
             re.compile(term.arg)
@@ -296,7 +339,7 @@ class RewardFunction:
                     raise ModelError(f"Reward term '{term.label}' has no loaded reward model: use build_reward.")
                 values.append(score(self.models[term.arg], list(zip(prompts, texts, strict=True)), self.batch_size))
             else:
-                values.append([term.rule(text) for text in texts])
+                values.append([term.rule(text, prompt) for prompt, text in zip(prompts, texts, strict=True)])
         return values
 
     def __call__(self, prompts: Sequence[Prompt], completions: Sequence, **kwargs) -> list[float]:

@@ -153,6 +153,24 @@ class Lab:
         self._reward_lock = threading.Lock()  # one load at a time: Ranking and Chat may score at once
         self._app = None  # the app `app()` serves in a notebook (lab.notebook.InlineApp)
 
+    @classmethod
+    def from_scenario(
+        cls,
+        name: str,
+        workspace: str | Path | None = None,
+        truthfulqa: str | Path | None = None,
+        mix: bool = False,
+    ) -> Lab:
+        """A lab on a workspace seeded with a workshop scenario (lab.scenarios): a fresh folder under workspaces/,
+        or `workspace` if it is empty (or `mix=True` adds the scenario to its work); `truthfulqa` is the CSV the
+        TruthfulQA scenario is built from. `lab.seeded` holds how many prompts, demonstrations… were added."""
+        from lab.scenarios import open_scenario
+
+        store, counts = open_scenario(name, workspace, truthfulqa, mix)
+        lab = cls(store)
+        lab.seeded = counts
+        return lab
+
     @functools.cached_property
     def exports(self) -> Path:
         """Where the app writes downloads: private to this process (mode 0700), one subfolder per browser

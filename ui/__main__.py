@@ -16,6 +16,7 @@ from lab import Lab, jobs, limits
 from lab.experiments import seed_prompt_pool
 from lab.models import DEFAULT_MODEL, DEVICES, PRECISIONS
 from lab.presets import question_sets
+from lab.scenarios import describe, open_scenario
 from lab.store import Store
 from ui.app import CSS, build_app
 from ui.guard import HideApiInfo, check_login, logins, stay_offline
@@ -28,6 +29,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--workspace", default=None, help="workspace folder (default $LAB_WORKSPACE or ./workspace)")
+    parser.add_argument(
+        "--scenario", default=None, metavar="NAME", help="start on a fresh workspace seeded with this workshop scenario"
+    )
+    parser.add_argument("--truthfulqa", default=None, metavar="CSV", help="--scenario truthfulqa: TruthfulQA's CSV")
+    parser.add_argument("--mix", action="store_true", help="--scenario into a --workspace that already holds work")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="model to load at start")
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
     parser.add_argument("--device", default="auto", choices=DEVICES)
@@ -55,8 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("alignment_lab")
     log.setLevel(logging.INFO)
     log.addHandler(logging.StreamHandler())
-    store = Store(args.workspace)
-    seed_prompt_pool(store, question_sets())
+    if args.scenario:
+        try:
+            store, counts = open_scenario(args.scenario, args.workspace, args.truthfulqa, args.mix)
+        except ValueError as err:  # an unknown scenario, a bad file, a workspace that holds work: one sentence
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(describe(args.scenario, counts), file=sys.stderr)
+    else:
+        store = Store(args.workspace)
+        seed_prompt_pool(store, question_sets())
     ctx = Lab(store, shared=args.share or args.host not in LOCAL_HOSTS)
     if ctx.shared:
         stay_offline()
