@@ -7,6 +7,7 @@ showing its reward; the vote records the order shown.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,17 +26,29 @@ from lab.preferences import (
     TYPED_QUEUE,
     QueueStatus,
     Side,
-    candidate_steps,
+    check_sides,
     evaluation_queues,
-    next_question,
     order_by_reward,
-    prepared_candidates,
+    queue_questions,
+    queue_source,
     queue_status,
     shuffled_order,
     vote_ranks,
 )
+from lab.room import (
+    AHEAD,
+    ANSWER_TOKENS,
+    annotator_name,
+    coverage,
+    next_item,
+    ready_candidates,
+    room_of,
+    still_open,
+    waiting_text,
+)
 from lab.store import Comparison
 from ui.reward_models import NO_REWARD, reward_model_choices
+from ui.room import bind_name, signed
 
 LETTERS = "ABCD"
 VOTE_CHOICES = ["A", "B", "tie", "both-bad", "skipped", "ranking"]
@@ -44,6 +57,7 @@ TWO_SIDES = "two model references"
 TYPED = TYPED_QUEUE
 POOL = POOL_QUEUE
 MODE_INFO = f"One model: {SAMPLES_FEED} Two model references: {MODELS_FEED}"
+GENERATING = 16  # requests making answers at once, most of them waiting their turn at the model (lab.room.Turns)
 
 SHORTCUTS = """
 () => {
@@ -87,12 +101,17 @@ def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
     """The Ranking tab. Its events for clients (gradio_client), stable names:
 
     - `/ranking_next` (Next prompt): annotator, queue, prompt, mode, how many, temperature, model A, system prompt A,
-      model B, system prompt B. Puts the queue's next question with its shuffled answers in the session's state
-      (gradio_client keeps one session per Client) and returns the screen.
+      model B, system prompt B, longest answer (tokens; optional, 96). Hands this person the queue's next item
+      (reserved for them a while, so people asking together get different ones), puts it with its shuffled answers
+      in the session's state (gradio_client keeps one session per Client) and returns the screen.
     - `/ranking_vote`: choice ("A", "B", "tie", "both-bad", "skipped" or "ranking"), annotator, reason, queue, mode,
       rank of A, rank of B, rank of C, rank of D. Votes on what the session's last `/ranking_next` showed; the
       vote is in the database when it returns, and its number is in the outcome ("vote #12").
     - `/ranking_undo`: annotator, queue, mode.
+
+    With logins, the login is the annotator whatever the name says. Votes and undo never queue behind answers
+    being made (their own concurrency group, no limit); making answers shares one group with the other tabs'
+    generation, and people take turns at the model (lab.room.Turns), told how many are before them.
     """
     task = gr.State(None)  # the comparison on screen: prompt, candidates, shown order, queue source
     # A fixed secret, so the name is still there after the app restarts (it is a name, not a credential).
@@ -106,6 +125,16 @@ def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
                     elem_id="annotator",
                     scale=2,
                     info="Remembered by this browser; votes are counted per person",
+                )
+                votes_wanted = gr.Number(
+                    1,
+                    precision=0,
+                    minimum=1,
+                    maximum=20,
+                    label="Votes per item",
+                    scale=1,
+                    elem_id="rank-votes-per-item",
+                    info="For everyone in this queue",
                 )
                 scenario = gr.Dropdown(scenario_names, value=scenario_names[0], label="Scenario", scale=3)
                 queue = gr.Dropdown(
@@ -128,6 +157,7 @@ def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
                 )
                 k = gr.Slider(2, 4, value=2, step=1, label="How many (one model)")
                 temperature = gr.Slider(0.1, 1.5, value=0.9, step=0.05, label="Temperature")
+                max_tokens = gr.Slider(16, 512, value=ANSWER_TOKENS, step=16, label="Longest answer (tokens)")
             with gr.Row(visible=False) as sides_row:
                 view_a = gr.Dropdown(ctx.views(), value=BASE_VIEW, label="Model A")
                 system_a = gr.Textbox(label="System prompt A", placeholder="optional")
@@ -177,21 +207,30 @@ def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
                 )
                 sort_button = gr.Button("Sort by reward", size="sm", elem_id="rank-sort")
             reward_note = gr.Markdown(elem_id="rank-reward-note")
+            with gr.Group():
+                with gr.Row():
+                    prepare_count = gr.Number(20, precision=0, minimum=1, label="Items", min_width=80)
+                    prepare_button = gr.Button("Prepare N items", size="sm", elem_id="rank-prepare")
+                prepare_note = gr.Markdown(
+                    "Makes the answers of the queue's next items in the background, before the session.",
+                    elem_id="rank-prepare-note",
+                )
             guidelines = gr.Markdown(guidelines_text(ctx, scenario_names[0]), elem_id="guidelines")
 
-    setup = [annotator, queue, typed, mode, k, temperature, view_a, system_a, view_b, system_b]
+    setup = [annotator, queue, typed, mode, k, temperature, view_a, system_a, view_b, system_b, max_tokens]
     screen = Screen(
         task, typed, note, progress, outcome, reason, panes, ranking_row, rank_boxes, [vote_a, vote_b], reward_note
     )
     app.load(None, js=SHORTCUTS)
-    # The browser's stored value arrives after the page loads, as a change of the BrowserState: restore it then.
-    annotator.change(lambda name: name, annotator, annotator_memory)
-    annotator_memory.change(lambda name: name or gr.skip(), annotator_memory, annotator).then(
-        partial(show_progress, ctx), [annotator, queue, mode], progress
+    bind_name(app, annotator, annotator_memory).then(
+        signed(show_progress, ctx), [annotator, queue, mode], progress, show_progress="hidden"
     )
     scenario.change(partial(guidelines_text, ctx), scenario, guidelines)
     scenario.change(lambda name: name, scenario, queue)
-    gr.on([queue.change, mode.change, annotator.blur], partial(show_progress, ctx), [annotator, queue, mode], progress)
+    gr.on([queue.change, mode.change, annotator.blur], signed(show_progress, ctx), [annotator, queue, mode], progress)
+    queue.change(lambda name: ctx.store.votes_per_item(name), queue, votes_wanted, show_progress="hidden")
+    votes_wanted.input(partial(set_votes_wanted, ctx), [queue, votes_wanted], progress)
+    prepare_button.click(partial(prepare_items, ctx), [queue, prepare_count, k, temperature, max_tokens], prepare_note)
     mode.change(
         lambda m: (gr.update(visible=m == TWO_SIDES), gr.update(interactive=m == ONE_MODEL)), mode, [sides_row, k]
     )
@@ -201,30 +240,44 @@ def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
     # No overlay over the panes while answers are made: the note beside Next says what is happening.
     for button, use_queue, name in ((next_button, True, "ranking_next"), (generate_button, False, "ranking_generate")):
         button.click(
-            partial(next_task, ctx, screen, use_queue=use_queue),
+            signed(next_task, ctx, screen, use_queue=use_queue),
             setup,
             screen.task_view,
             show_progress="minimal",
             api_name=name,
+            # Waiting requests sleep in lab.room.Turns and say so; the model answers one at a time.
+            concurrency_id="generation",
+            concurrency_limit=GENERATING,
         )
     votes = ((vote_a, "A"), (vote_b, "B"), (tie, "tie"), (both_bad, "both-bad"), (skip, "skipped"))
     vote_inputs = [task, annotator, reason, queue, mode, *rank_boxes]
     for button, choice in (*votes, (submit_ranking, "ranking")):
         button.click(
-            partial(cast_vote, ctx, screen, choice=choice),
+            signed(cast_vote, ctx, screen, choice=choice),
             vote_inputs,
             [task, outcome, progress, reason],
             api_visibility="private",
+            concurrency_id="votes",
+            concurrency_limit=None,
         )
     # The same vote for clients (gradio_client, the load test): the choice is an input instead of a button.
     gr.on(
         [],
-        partial(cast_chosen_vote, ctx, screen),
+        signed(cast_chosen_vote, ctx, screen),
         [chosen, *vote_inputs],
         [task, outcome, progress, reason],
         api_name="ranking_vote",
+        concurrency_id="votes",
+        concurrency_limit=None,
     )
-    undo.click(partial(undo_vote, ctx, screen), [annotator, queue, mode], [outcome, progress], api_name="ranking_undo")
+    undo.click(
+        signed(undo_vote, ctx, screen),
+        [annotator, queue, mode],
+        [outcome, progress],
+        api_name="ranking_undo",
+        concurrency_id="votes",
+        concurrency_limit=None,
+    )
     reward_model.focus(lambda: gr.update(choices=reward_model_choices(ctx)), outputs=reward_model)
     sort_button.click(
         partial(sort_by_reward, ctx, screen),
@@ -244,16 +297,60 @@ def queue_choices(ctx: Lab) -> list[str]:
 
 
 def _status(ctx: Lab, queue: str, annotator: str, mode: str) -> QueueStatus:
-    """Progress through the queue counts per mode: votes on one model's samples never finish it for two models
-    (an evaluation's queue holds answers made in advance, whatever the mode)."""
-    between = None if queue in evaluation_queues(ctx.store) else mode == TWO_SIDES
-    return queue_status(ctx.store, ctx.scenarios, queue, annotator, between_models=between)
+    return queue_status(ctx.store, ctx.scenarios, queue, annotator, between_models=_between(ctx, queue, mode))
 
 
-def show_progress(ctx: Lab, annotator: str, queue: str, mode: str) -> str:
-    """The annotator's progress through the queue in this mode, once they have typed their name."""
-    annotator = (annotator or "").strip()
-    return _status(ctx, queue, annotator, mode).text if annotator else ""
+def _between(ctx: Lab, queue: str, mode: str) -> bool | None:
+    """Which votes count in this mode: votes on one model's samples never finish a queue for two models (an
+    evaluation's queue holds answers made in advance, whatever the mode)."""
+    return None if queue in evaluation_queues(ctx.store) else mode == TWO_SIDES
+
+
+def show_progress(ctx: Lab, annotator: str, queue: str, mode: str, login: str | None = None) -> str:
+    """The person's progress through the queue in this mode, and how many of its items have their votes."""
+    annotator = annotator_name(annotator, login)
+    if not annotator:
+        return ""
+    status = _status(ctx, queue, annotator, mode)
+    if not status.total:
+        return status.text
+    wanted = ctx.store.votes_per_item(queue)
+    complete, total = coverage(ctx.store, queue, queue_questions(ctx.store, ctx.scenarios, queue), wanted)
+    return f"{status.text} · {complete} of {total} items have their {wanted} vote{'s' if wanted > 1 else ''}"
+
+
+def set_votes_wanted(ctx: Lab, queue: str, votes: float | None) -> str:
+    """Ask for this many votes per item of the queue, for everyone voting in it."""
+    if queue == TYPED or not votes:
+        return ""
+    try:
+        ctx.store.set_votes_per_item(queue, int(votes))
+    except ValueError as err:
+        return f"**{err}**"
+    return f"Each item of '{queue}' now gets {int(votes)} vote(s) before it stops being handed out."
+
+
+def _settings(temperature: float, max_tokens: float | None) -> GenerationSettings:
+    return GenerationSettings(
+        temperature=float(temperature), top_p=0.95, max_new_tokens=int(max_tokens or ANSWER_TOKENS)
+    )
+
+
+def prepare_items(ctx: Lab, queue: str, count: float | None, k: float, temperature: float, max_tokens: float | None):
+    """Make the answers of the queue's next `count` open items in the background, saying how far it got."""
+    if queue == TYPED or queue in evaluation_queues(ctx.store):
+        yield "This queue needs no preparing: typed prompts are answered as they come, an evaluation's already were."
+        return
+    questions = queue_questions(ctx.store, ctx.scenarios, queue)
+    open_items = still_open(ctx.store, queue, questions, ctx.store.votes_per_item(queue))[: int(count or 0)]
+    if not open_items:
+        yield f"Every item of '{queue}' has its votes: nothing to prepare."
+        return
+    progress = room_of(ctx).prepare(queue, open_items, int(k), _settings(temperature, max_tokens))
+    while progress.done < progress.asked and not progress.problem:
+        yield progress.text
+        time.sleep(1.0)
+    yield progress.text
 
 
 def next_task(
@@ -269,56 +366,116 @@ def next_task(
     system_a: str,
     view_b: str,
     system_b: str,
+    max_tokens: float | None = ANSWER_TOKENS,
+    *,
     use_queue: bool,
+    login: str | None = None,
 ) -> Iterator[dict]:
-    """Generate the candidates for the next queued prompt (or the typed one) and show them shuffled.
+    """Hand this person the queue's next item (or take the typed prompt) and show its answers, shuffled.
 
-    Says in the note beside Next what it is doing (waiting for the model, generating answer 2 of 2), and puts
-    any problem there in one sentence; the answers appear together, since one arriving before the other would
-    tell which side it came from.
+    Answers made ahead (by the background worker, an earlier voter, the scenario or an evaluation) show at once;
+    otherwise they stream into all panes together, in an order drawn before they start. The note beside Next says
+    what is happening (waiting for the model, for others' answers) or, in one sentence, what went wrong.
     """
-    annotator = (annotator or "").strip()
+    annotator = annotator_name(annotator, login)
     if not annotator:
         yield {screen.note: "**Type your name first:** votes are counted per person."}
         return
-    status = _status(ctx, queue, annotator, mode)
-    try:
-        question, source = next_question(status, typed, use_queue)
-    except ValueError as err:
-        yield {screen.note: f"**{err}**", screen.progress: status.text}
-        return
-    prepared = prepared_candidates(ctx.store, queue, question) if use_queue else None
-    if prepared:  # an evaluation's pair: both answers exist already
-        yield show_task(screen, question, source, prepared, status)
-        return
-    sides = [Side(view_a, system_a or ""), Side(view_b, system_b or "")] if mode == TWO_SIDES else [Side(BASE_VIEW)]
+    from_queue = use_queue and queue != TYPED
+    question, source = (typed or "").strip(), "typed"
     count = 2 if mode == TWO_SIDES else int(k)
+    settings = _settings(temperature, max_tokens)
+    try:
+        if from_queue:
+            questions = queue_questions(ctx.store, ctx.scenarios, queue)
+            wanted = ctx.store.votes_per_item(queue)
+            question = next_item(ctx.store, queue, questions, annotator, wanted, _between(ctx, queue, mode))
+            source = queue_source(queue)
+        if not question:
+            raise ValueError("Pick or type a prompt first.")
+    except ValueError as err:
+        yield {screen.note: f"**{err}**", screen.progress: show_progress(ctx, annotator, queue, mode)}
+        return
+    while ctx.models.loading:
+        yield {screen.typed: question, screen.note: f"Waiting for the model to load: {ctx.models.status}"}
+        time.sleep(1.0)
+    base = ctx.models.loaded.base if ctx.models.loaded else ""
+    samples, evaluation = mode == ONE_MODEL, queue in evaluation_queues(ctx.store)
+    if from_queue and samples and not evaluation:  # keep the next items ready
+        upcoming = [q for q in still_open(ctx.store, queue, questions, wanted) if q != question]
+        room_of(ctx).prepare(queue, upcoming[:AHEAD], count, settings)
+    ready = None
+    if from_queue and (samples or evaluation):
+        ready = ready_candidates(ctx.store, queue, question, count, base)
+    if ready:
+        yield show_task(ctx, screen, question, source, ready, annotator, queue, mode)
+        return
+    sides = [Side(view_a, system_a or ""), Side(view_b, system_b or "")] if not samples else [Side(BASE_VIEW)]
+    order = shuffled_order(count)
     candidates = None
     try:
-        while ctx.models.loading:
-            yield {screen.note: f"Waiting for the model to load: {ctx.models.status}"}
-            time.sleep(1.0)
-        for side in sides:
-            attach_adapter(ctx.store, ctx.models, side.view)
-        settings = GenerationSettings(temperature=float(temperature), top_p=0.95, max_new_tokens=128)
-        for step in candidate_steps(ctx.models, question, sides, count, settings):  # yields before each generation
-            while (why := ctx.models.waiting()) is not None:
-                yield {screen.note: f"{why[:1].upper()}{why[1:]}…"}
-                time.sleep(0.5)
-            if step.candidates:
-                candidates = step.candidates
+        for step in stream_candidates(ctx, annotator, question, sides, count, settings):
+            if isinstance(step, str):
+                yield {screen.typed: question, screen.note: step}
             else:
-                yield {screen.note: step.text[:1].upper() + step.text[1:]}
+                candidates = step
+                yield {
+                    screen.panes[p]: gr.update(value=pane_text(p, candidates[c]), visible=True)
+                    for p, c in enumerate(order)
+                }
     except (ModelError, ValueError) as err:
         yield {screen.note: f"**{err}**"}
         return
-    yield show_task(screen, question, source, candidates, status)
+    if from_queue and samples:
+        room_of(ctx).keep(queue, question, candidates)
+    yield show_task(ctx, screen, question, source, candidates, annotator, queue, mode, order)
 
 
-def show_task(screen: Screen, question: str, source: str, candidates: list[dict], status: QueueStatus) -> dict:
-    """The candidates in a random order, anonymous, with the vote buttons that fit how many there are."""
+def stream_candidates(
+    ctx: Lab, annotator: str, question: str, sides: list[Side], count: int, settings: GenerationSettings
+) -> Iterator[str | list[dict]]:
+    """The answers as they are written, all in one batched call: a line saying why it waits while it waits (the
+    model loading, others' turns), then the candidates so far, each time one grows."""
+    from lab.generate import Column, build_messages, stream_columns
+
+    if len(sides) > 1:
+        check_sides(sides)
+    for side in sides:
+        attach_adapter(ctx.store, ctx.models, side.view)
+    room = room_of(ctx)
+    both = sides if len(sides) > 1 else sides * count
+    columns = [Column(build_messages(question, side.system), side.view) for side in both]
+    ticket = room.turns.join(annotator)
+    try:
+        while not room.turns.wait(ticket, 0.5):
+            yield waiting_text(room.turns.ahead(ticket))
+        yield f"Writing {count} answers…"
+        answers = stream_columns(lambda: room.model(ticket, [side.view for side in both]), columns, settings)
+        with contextlib.closing(answers):
+            for texts in answers:
+                yield [
+                    {"text": text.strip(), "model": side.label, "settings": settings.sampling()}
+                    for text, side in zip(texts, both, strict=True)
+                ]
+    finally:
+        room.turns.leave(ticket)
+
+
+def show_task(
+    ctx: Lab,
+    screen: Screen,
+    question: str,
+    source: str,
+    candidates: list[dict],
+    annotator: str,
+    queue: str,
+    mode: str,
+    order: list[int] | None = None,
+) -> dict:
+    """The candidates in a random order (or the one they streamed in), anonymous, with the vote buttons that fit
+    how many there are."""
     count = len(candidates)
-    order = shuffled_order(count)
+    order = order or shuffled_order(count)
     state = {
         "prompt": [{"role": "user", "content": question}],
         "candidates": candidates,
@@ -336,7 +493,7 @@ def show_task(screen: Screen, question: str, source: str, candidates: list[dict]
         screen.task: state,
         screen.typed: question,
         screen.note: "",
-        screen.progress: status.text,
+        screen.progress: show_progress(ctx, annotator, queue, mode),
         screen.outcome: "Which answer is better?",
         screen.ranking_row: gr.update(visible=count > 2),
         screen.reward_note: "",
@@ -389,8 +546,10 @@ def cast_vote(
     mode: str,
     *positions,
     choice: str,
+    login: str | None = None,
 ) -> dict:
-    """Store the vote (it is in the database before the screen moves on), then reveal the models."""
+    """Store the vote, signed by the login where there is one (it is in the database before the screen moves on),
+    then reveal the models."""
     if not task:
         return {screen.outcome: "**Press Next prompt first.**"}
     try:
@@ -401,11 +560,13 @@ def cast_vote(
             task["shown"],
             ranks,
             verdict,
-            (annotator or "").strip(),
+            annotator_name(annotator, login),
             (reason or "").strip(),
             task["source"],
         )
         ctx.store.add_comparison(comparison)
+        if task["source"] == queue_source(queue):
+            ctx.store.release(queue, comparison.annotator)
     except ValueError as err:
         return {screen.outcome: f"**{err}**"}
     reveal = ", ".join(f"{LETTERS[p]} was **{task['candidates'][c]['model']}**" for p, c in enumerate(task["shown"]))
@@ -419,17 +580,26 @@ def cast_vote(
 
 
 def cast_chosen_vote(
-    ctx: Lab, screen: Screen, choice: str, task: dict | None, annotator: str, reason: str, queue: str, mode: str, *ranks
+    ctx: Lab,
+    screen: Screen,
+    choice: str,
+    task: dict | None,
+    annotator: str,
+    reason: str,
+    queue: str,
+    mode: str,
+    *ranks,
+    login: str | None = None,
 ) -> dict:
     """A vote whose choice comes as a value (from a client) rather than from the button pressed."""
     if choice not in VOTE_CHOICES:
         return {screen.outcome: f"**Vote one of {', '.join(VOTE_CHOICES)}.**"}
-    return cast_vote(ctx, screen, task, annotator, reason, queue, mode, *ranks, choice=choice)
+    return cast_vote(ctx, screen, task, annotator, reason, queue, mode, *ranks, choice=choice, login=login)
 
 
-def undo_vote(ctx: Lab, screen: Screen, annotator: str, queue: str, mode: str) -> dict:
-    """Withdraw this annotator's latest vote (kept in the database, marked withdrawn)."""
-    withdrawn = ctx.store.undo_last_comparison((annotator or "").strip())
+def undo_vote(ctx: Lab, screen: Screen, annotator: str, queue: str, mode: str, login: str | None = None) -> dict:
+    """Withdraw this annotator's latest vote (kept in the database, marked withdrawn): with logins, only one's own."""
+    withdrawn = ctx.store.undo_last_comparison(annotator_name(annotator, login))
     if withdrawn is None:
         return {screen.outcome: "**You have no vote to undo.**"}
     return {

@@ -146,6 +146,29 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX unpaired_ratings_label ON unpaired_ratings (label, id);
     """,
+    # 6: a workshop room: how many votes each item of a queue wants, who holds which item now, and candidates
+    # made ahead of the voters (one set per question, shown to everyone who votes on it)
+    """
+    CREATE TABLE queue_settings (
+        queue TEXT PRIMARY KEY,
+        votes_per_item INTEGER NOT NULL CHECK (votes_per_item >= 1)
+    );
+    CREATE TABLE reservations (
+        queue TEXT NOT NULL,
+        question TEXT NOT NULL,
+        annotator TEXT NOT NULL,
+        until REAL NOT NULL,
+        PRIMARY KEY (queue, question, annotator)
+    );
+    CREATE TABLE prepared_candidates (
+        queue TEXT NOT NULL,
+        question TEXT NOT NULL,
+        base TEXT NOT NULL,
+        candidates TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (queue, question, base)
+    );
+    """,
 ]
 
 
