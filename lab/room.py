@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from lab.preferences import EVAL_QUEUE, evaluation_pairs, queue_source
+from lab.scenarios import shipped_candidates
 from lab.store import Store
 
 if TYPE_CHECKING:
@@ -122,15 +123,6 @@ def still_open(store: Store, queue: str, questions: list[str], votes_per_item: i
 
 
 # candidates that need no waiting
-
-
-def shipped_candidates(queue: str, question: str, base: str) -> list[dict] | None:
-    """The answers a scenario ships for one of its questions, made by this base model (lab.scenarios), or None."""
-    try:
-        from lab.scenarios import shipped_candidates as shipped
-    except ImportError:  # lab.scenarios arrives with the workshop scenarios
-        return None
-    return shipped(queue, question, base)
 
 
 def ready_candidates(store: Store, queue: str, question: str, k: int, base: str) -> list[dict] | None:

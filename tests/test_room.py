@@ -179,3 +179,102 @@ def _screen():
     lists = {"panes": 4, "rank_boxes": 4, "pair_votes": 2}
     fields = [f.name for f in dataclasses.fields(Screen)]
     return Screen(**{n: [object() for _ in range(lists[n])] if n in lists else object() for n in fields})
+
+
+def test_a_scenarios_shipped_answers_are_used_when_the_base_model_made_them(tmp_path, monkeypatch):
+    import json
+
+    import lab.scenarios
+
+    monkeypatch.setattr(lab.scenarios, "CANDIDATES_DIR", tmp_path)
+    row = {
+        "question": "Is the sea salty?",
+        "model": "some/base",
+        "settings": {"temperature": 0.9},
+        "answers": ["Y", "N"],
+    }
+    (tmp_path / "truthfulness.jsonl").write_text(json.dumps(row) + "\n")
+    store = Store(tmp_path / "ws")
+    shipped = ready_candidates(store, "Truthfulness", "Is the sea  salty?", 2, "some/base")
+    assert [c["text"] for c in shipped] == ["Y", "N"]
+    assert ready_candidates(store, "Truthfulness", "Is the sea salty?", 2, "another/base") is None  # not its answers
+    assert ready_candidates(store, "Truthfulness", "Is the sea salty?", 3, "some/base") is None  # three asked for
+
+
+def test_answers_made_on_demand_stream_into_both_panes_together(lab):
+    from ui.ranking import TYPED, next_task
+
+    screen = _screen()
+    steps = list(
+        next_task(
+            lab,
+            screen,
+            "ann",
+            TYPED,
+            "Tell me a story.",
+            "one model, different samples",
+            2,
+            0.9,
+            "base",
+            "",
+            "base",
+            "",
+            24,
+            use_queue=False,
+        )
+    )
+    grown = [
+        (step[screen.panes[0]]["value"], step[screen.panes[1]]["value"])
+        for step in steps[:-1]
+        if screen.panes[0] in step
+    ]
+    assert len(grown) >= 3, "the answers should appear token by token"
+    for pane in (0, 1):  # each pane only grows, and both grow together
+        texts = [step[pane] for step in grown]
+        assert all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:], strict=False))
+        assert len(texts[len(texts) // 2]) > len("**A**\n\n")
+    task = steps[-1][screen.task]
+    final = [f"**{letter}**\n\n{task['candidates'][c]['text']}" for letter, c in zip("AB", task["shown"], strict=True)]
+    assert list(grown[-1]) == final  # the order drawn before streaming is the order voted on
+
+
+def test_over_http_a_vote_is_signed_by_the_login_and_never_waits_behind_a_generation(lab):
+    from browser import free_port
+    from gradio_client import Client
+
+    from ui.app import build_app
+
+    lab.store.add_prompts([Prompt(q) for q in QUESTIONS[:2]])
+    base = lab.models.loaded.base
+    lab.store.add_prepared(POOL_QUEUE, QUESTIONS[0], base, [{"text": t, "model": "base"} for t in ("one", "two")])
+    app = build_app(lab)
+    port = free_port()
+    app.queue(default_concurrency_limit=4).launch(
+        server_port=port, prevent_thread_lock=True, auth=[("ann", "pw"), ("bea", "pw")], quiet=True
+    )
+    url = f"http://127.0.0.1:{port}/"
+    setup = (POOL_QUEUE, "", "one model, different samples", 2, 0.9, "base", "", "base", "", 64)
+    try:
+        ann, bea = Client(url, auth=("ann", "pw"), verbose=False), Client(url, auth=("bea", "pw"), verbose=False)
+        shown = ann.predict("pretending to be bea", *setup, api_name="/ranking_next")
+        assert shown[0] == QUESTIONS[0]  # the prepared item, at once
+        room = room_of(lab)
+        busy = room.turns.join("the instructor")  # the model is busy until the test says so
+        try:
+            waiting = bea.submit("bea", *setup, api_name="/ranking_next")  # the second item has no answers yet
+            wait_for(lambda: room.turns.people_waiting(), timeout=30, what="bea's request to wait its turn")
+            outcome, _, _ = ann.predict(
+                "A", "pretending to be bea", "", POOL_QUEUE, setup[2], 1, 2, None, None, api_name="/ranking_vote"
+            )
+            assert "Saved (vote #" in outcome and not waiting.done()  # the vote did not wait for the generation
+            assert [c.annotator for c in lab.store.list_comparisons()] == ["ann"]
+            wait_for(
+                lambda: any("waiting for another's answers" in str(update) for update in waiting.outputs()),
+                timeout=30,
+                what="bea to be told she waits for another's answers",
+            )
+        finally:
+            room.turns.leave(busy)
+        assert waiting.result(timeout=120)[0] == QUESTIONS[1]
+    finally:
+        app.close()

@@ -105,8 +105,9 @@ def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
       (reserved for them a while, so people asking together get different ones), puts it with its shuffled answers
       in the session's state (gradio_client keeps one session per Client) and returns the screen.
     - `/ranking_vote`: choice ("A", "B", "tie", "both-bad", "skipped" or "ranking"), annotator, reason, queue, mode,
-      rank of A, rank of B, rank of C, rank of D. Votes on what the session's last `/ranking_next` showed; the
-      vote is in the database when it returns, and its number is in the outcome ("vote #12").
+      rank of A, rank of B, rank of C, rank of D (each one of 1..K for the K answers shown, None beyond: for a
+      pair, 1, 2, None, None). Votes on what the session's last `/ranking_next` showed; the vote is in the database
+      when it returns, and its number is in the outcome ("vote #12").
     - `/ranking_undo`: annotator, queue, mode.
 
     With logins, the login is the annotator whatever the name says. Votes and undo never queue behind answers
