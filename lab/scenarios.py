@@ -243,6 +243,15 @@ def _write_truthfulqa(path: Path, questions: list[Question]) -> None:
     os.replace(partial, path)
 
 
+def queue_questions(store: Store, name: str) -> list[str]:
+    """The questions of a scenario's ranking queue: its bundled set, or for one built from a CSV (TruthfulQA) the
+    training questions seeded into this workspace (none before it is seeded)."""
+    slug, preset = find(name)
+    if preset.truthfulqa:
+        return [p.text for p in store.list_prompts(source=f"scenario:{slug}")]
+    return [p.text for p in load_question_set(preset.questions)]
+
+
 def describe(name: str, counts: dict[str, int]) -> str:
     """'Scenario Truthfulness: 32 prompts, 12 held out for evaluation, 24 demonstrations, 36 comparisons.'"""
     _, preset = find(name)

@@ -3,6 +3,7 @@
 import pytest
 
 from lab.presets import (
+    HELD_OUT_DIR,
     PresetError,
     experiment_presets,
     load_experiment_preset,
@@ -10,6 +11,8 @@ from lab.presets import (
     load_question_set,
     model_presets,
     question_sets,
+    scenario_files,
+    scenario_presets,
 )
 from lab.store import CATEGORIES
 
@@ -59,3 +62,30 @@ def test_experiment_template_needs_the_question_placeholder(tmp_path):
 def test_unknown_question_set_lists_the_choices():
     with pytest.raises(PresetError, match="misconceptions"):
         load_question_set("nope")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: x\ndescription: y\nguidelines: g\n", "needs 'questions'"),
+        ("name: x\ndescription: y\nguidelines: g\ntruthfulqa: true\nquestions: starter\n", "from the CSV"),
+        ("name: x\ndescription: y\nguidelines: g\nquestions: starter\nheld_out_fraction: 1\n", "held_out_fraction"),
+        ("name: x\ndescription: y\nguidelines: g\nquestions: starter\ncomparison: a\n", "key 'comparison': unknown"),
+    ],
+)
+def test_a_bad_scenario_names_file_and_key(tmp_path, text, message):
+    (tmp_path / "room.yaml").write_text(text)
+    with pytest.raises(PresetError, match="room.yaml") as err:
+        scenario_presets(tmp_path)
+    assert message in str(err.value)
+
+
+def test_bundled_scenarios_are_named_by_file_and_by_title():
+    files = scenario_files()
+    assert {"truthfulness", "helpful-honest", "instructions", "refusals", "truthfulqa"} <= set(files)
+    assert set(scenario_presets()) == {p.name for p in files.values()}
+    for preset in files.values():
+        if preset.questions:
+            assert load_question_set(preset.questions)
+        if preset.held_out:
+            assert load_question_set(preset.held_out, HELD_OUT_DIR)
