@@ -278,3 +278,22 @@ def test_over_http_a_vote_is_signed_by_the_login_and_never_waits_behind_a_genera
         assert waiting.result(timeout=120)[0] == QUESTIONS[1]
     finally:
         app.close()
+
+
+def test_the_arena_says_why_there_is_no_leaderboard_after_votes_on_samples_of_one_model(tmp_path):
+    from ui.arena import ArenaView, show_arena
+    from ui.room import room_view
+
+    lab = Lab(tmp_path / "ws")
+    names = [f for f in ArenaView.__dataclass_fields__ if f != "downloads"]
+    view = ArenaView(**{name: object() for name in names}, downloads={False: object(), True: object()})
+    assert "No votes yet" in show_arena(lab, view)[view.board_note]
+    assert "Nobody has voted" in room_view(lab)[0]
+    for who in ("ann", "bea"):
+        vote(lab.store, POOL_QUEUE, QUESTIONS[0], who)
+    shown = show_arena(lab, view)
+    assert "compare samples of one model" in shown[view.board_note] and "two model references" in shown[view.board_note]
+    assert shown[view.board]["visible"] is False and shown[view.rates]["visible"] is False  # no table headed 1, 2, 3
+    line, people = room_view(lab)
+    assert "**2 people**, 2 votes" in line and "agreement 100% on 1 items" in line
+    assert people["person"].tolist() == ["ann", "bea"]

@@ -20,6 +20,7 @@ from lab.preferences import (
     unpaired_export_rows,
 )
 from ui.downloads import DOWNLOAD_JS, session_folder
+from ui.room import build_room_view
 
 EXPORTS = {False: "preferences.jsonl", True: "unpaired.jsonl"}  # unpaired rows (KTO) instead of pairs → file name
 
@@ -29,6 +30,7 @@ class ArenaView:
     """The Arena's components, so handlers return {component: value} instead of positional tuples."""
 
     summary: gr.Markdown
+    board_note: gr.Markdown  # instead of the leaderboard and win rates, until two different models have met
     board: gr.Dataframe
     chart: gr.Plot
     rates: gr.Dataframe
@@ -42,7 +44,16 @@ class ArenaView:
 
     @property
     def report(self) -> list:
-        return [self.summary, self.board, self.chart, self.rates, self.quality, self.raters, self.exclude]
+        return [
+            self.summary,
+            self.board_note,
+            self.board,
+            self.chart,
+            self.rates,
+            self.quality,
+            self.raters,
+            self.exclude,
+        ]
 
     @property
     def export(self) -> list:
@@ -57,6 +68,8 @@ class ArenaView:
 def build_arena(ctx: Lab, tab: gr.Tab) -> None:
     refresh = gr.Button("Refresh", size="sm")
     summary = gr.Markdown(elem_id="arena-summary")
+    build_room_view(ctx)
+    board_note = gr.Markdown(elem_id="arena-board-note")
     with gr.Row():
         # Every table starts with its column names, so an empty one never shows Gradio's "1 2 3" placeholder.
         board = gr.Dataframe(
@@ -106,7 +119,9 @@ def build_arena(ctx: Lab, tab: gr.Tab) -> None:
             preview = gr.Markdown()
             do_import = gr.Button("Import", interactive=False, elem_id="import-preferences")
 
-    view = ArenaView(summary, board, chart, rates, quality, raters, exclude, export_note, downloads, preview, do_import)
+    view = ArenaView(
+        summary, board_note, board, chart, rates, quality, raters, exclude, export_note, downloads, preview, do_import
+    )
     gr.on([refresh.click, tab.select], partial(refresh_arena, ctx, view), exclude, view.everything)
     exclude.input(partial(describe_export, ctx, view), exclude, view.export)
     for negatives, button in exports.items():  # one click writes the file and downloads it
@@ -120,15 +135,32 @@ def build_arena(ctx: Lab, tab: gr.Tab) -> None:
 def show_arena(ctx: Lab, view: ArenaView) -> dict:
     """The leaderboard, win rates and rater quality; refitted only when the votes changed."""
     report = arena_report(ctx.store)
+    met = len(report.battles) > 0
     return {
         view.summary: report.summary(),
-        view.board: report.leaderboard,
-        view.chart: leaderboard_figure(report.leaderboard),
-        view.rates: report.win_rates,
+        view.board_note: "" if met else _no_battles_text(report.votes),
+        view.board: gr.update(value=report.leaderboard, visible=met),
+        view.chart: gr.update(value=leaderboard_figure(report.leaderboard) if met else None, visible=met),
+        view.rates: gr.update(value=report.win_rates, visible=met),
         view.quality: _quality_text(report.agreement, report.position_bias),
         view.raters: report.annotators,
         view.exclude: gr.update(choices=report.annotators["annotator"].tolist(), value=report.flagged),
     }
+
+
+def _no_battles_text(votes: int) -> str:
+    """Why there is no leaderboard yet, and what to do for one."""
+    if not votes:
+        return (
+            "**No votes yet.** Vote in the Ranking tab; the leaderboard ranks models once votes compare answers "
+            "of two different models (or of one model with two system prompts)."
+        )
+    return (
+        f"**No leaderboard yet:** the {votes} votes so far compare samples of one model, so no model has met "
+        "another. They still make preference pairs (below) for a reward model or DPO. To rank models, choose "
+        "**two model references** in the Ranking tab (say the base against a tuned adapter, or the base with a "
+        "system prompt)."
+    )
 
 
 def refresh_arena(ctx: Lab, view: ArenaView, excluded: list[str] | None) -> dict:

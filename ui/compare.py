@@ -28,8 +28,10 @@ from lab.generate import GenerationSettings, plain_messages
 from lab.models import ModelError
 from lab.preferences import Side
 from lab.refs import BASE_VIEW
+from lab.room import annotator_name
 from ui.downloads import DOWNLOAD_JS, session_folder
 from ui.reward_models import NO_REWARD, reward_model_choices
+from ui.room import GENERATION, SAVES, show_login, signed
 
 WAIT_FOR_MODEL_S = 600
 EXPORTS = {"Markdown": ("compare-chat.md", to_markdown), "JSON": ("compare-chat.json", to_json)}
@@ -156,7 +158,9 @@ def build_compare(ctx: Lab) -> None:
         "show_progress": "minimal",
     }
     sends = [
-        trigger(partial(send_message, ctx, ui), everything, [message, note, outcome, answers, *chats, *votes])
+        trigger(
+            partial(send_message, ctx, ui), everything, [message, note, outcome, answers, *chats, *votes], **GENERATION
+        )
         for trigger in (message.submit, send.click)
     ]
     for event in sends:
@@ -164,10 +168,11 @@ def build_compare(ctx: Lab) -> None:
     stop.click(None, cancels=sends).then(partial(tidy, ui), everything, [answers, *chats, *votes]).then(**scoring)
     clear.click(partial(start_over, ui), outputs=[answers, voted, outcome, note, *chats, *(p.reward for p in panes)])
     for n, pane in enumerate(panes):
-        pane.better.click(partial(vote, ctx, ui, n), everything, [voted, outcome])
+        pane.better.click(signed(vote, ctx, ui, n), everything, [voted, outcome], **SAVES)
         pane.view.focus(lambda: gr.update(choices=ctx.views()), outputs=pane.view)
         pane.chatbot.clear(partial(forget_column, n), answers, [answers, pane.reward])
     count.change(lambda c: gr.update(visible=int(c) == MAX_COLUMNS), count, panes[-1].box)
+    show_login(annotator)
     scorer.focus(lambda: gr.update(choices=reward_model_choices(ctx)), outputs=scorer)
     scorer.change(**scoring)
     export.click(exporter(ctx, ui), everything, [note, download]).success(None, download, js=DOWNLOAD_JS)
@@ -252,9 +257,10 @@ def reward_line(column: ColumnLog, run_id: str) -> str:
     return "Reward —" if answer.reward is None else f"Reward **{answer.reward:+.2f}**"
 
 
-def vote(ctx: Lab, ui: CompareView, picked: int, values: dict) -> dict:
-    """Store "column `picked` is better" (in the database before the screen says so), at most once per replies."""
-    annotator = (values[ui.annotator] or "").strip()
+def vote(ctx: Lab, ui: CompareView, picked: int, values: dict, login: str | None = None) -> dict:
+    """Store "column `picked` is better" (in the database before the screen says so), at most once per replies;
+    with logins, signed by the login."""
+    annotator = annotator_name(values[ui.annotator], login)
     if not annotator:
         return {ui.outcome: "**Type your name first:** votes are counted per person."}
     try:

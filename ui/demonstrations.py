@@ -14,10 +14,12 @@ from lab.formats import NotDemonstrationsError
 from lab.generate import GenerationSettings, stream_chat
 from lab.models import BASE_VIEW, ModelError
 from lab.presets import demonstration_sets
+from lab.room import annotator_name
 from lab.store import CATEGORIES, ORIGINS
 from ui.distill import build_distill, run_distillation  # noqa: F401  (run_distillation: tests import it from here)
 from ui.downloads import DOWNLOAD_JS, session_folder
 from ui.errors import UserError
+from ui.room import GENERATION, SAVES, bind_name, signed
 
 # The name is no secret, and a fixed key lets the browser read it back after the app restarts (Gradio's
 # default key is new at each start, so the stored name could no longer be decrypted).
@@ -228,17 +230,18 @@ def build_demonstrations(ctx: Lab, app: gr.Blocks) -> DemonstrationsView:
 
     table.select(on_select, table, view.editor)
     clear.click(partial(blank_editor, view), outputs=view.editor)
-    draft_button.click(partial(draft_response, ctx, view), [system, earlier, prompt], [response, view.draft, message])
+    draft_button.click(
+        partial(draft_response, ctx, view), [system, earlier, prompt], [response, view.draft, message], **GENERATION
+    )
     refreshed(
         save.click(
-            partial(save_demonstration, ctx, view),
+            signed(save_demonstration, ctx, view),
             [view.editing, view.draft, system, earlier, prompt, response, category, tags, author],
             [message, view.editing, editor_title],
+            **SAVES,
         )
     )
-    author.change(lambda name: name, author, author_memory)
-    # The browser reads its stored name after the page's load event has run, then reports it as a change.
-    author_memory.change(lambda name: name, author_memory, author)
+    bind_name(author, author_memory)
     for button, status in ((accept, "accepted"), (reject, "rejected")):
         refreshed(button.click(partial(set_status, ctx, status=status), selected, bulk_message))
     refreshed(delete.click(partial(delete_rows, ctx), selected, [bulk_message, deleted]))
@@ -356,8 +359,10 @@ def save_demonstration(
     category: str,
     tags: str,
     author: str,
+    login: str | None = None,
 ) -> dict:
-    """Save the editor through lab.demonstrations, which refuses a conversation that already exists.
+    """Save the editor through lab.demonstrations, which refuses a conversation that already exists; with logins,
+    the login is the author.
 
     A refusal replaces the message beside Save, so no earlier "Saved" stays next to it.
     """
@@ -368,7 +373,13 @@ def save_demonstration(
     messages = [*conversation(system, earlier, prompt), {"role": "assistant", "content": response}]
     try:
         demo = demonstrations.save_demonstration(
-            ctx.store, messages, demo_id=demo_id, draft=draft, category=category, tags=tags.split(","), author=author
+            ctx.store,
+            messages,
+            demo_id=demo_id,
+            draft=draft,
+            category=category,
+            tags=tags.split(","),
+            author=annotator_name(author, login),
         )
     except ValueError as err:
         return {view.message: str(err)}

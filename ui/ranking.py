@@ -48,7 +48,7 @@ from lab.room import (
 )
 from lab.store import Comparison
 from ui.reward_models import NO_REWARD, reward_model_choices
-from ui.room import bind_name, signed
+from ui.room import GENERATION, SAVES, bind_name, signed
 
 LETTERS = "ABCD"
 VOTE_CHOICES = ["A", "B", "tie", "both-bad", "skipped", "ranking"]
@@ -57,7 +57,6 @@ TWO_SIDES = "two model references"
 TYPED = TYPED_QUEUE
 POOL = POOL_QUEUE
 MODE_INFO = f"One model: {SAMPLES_FEED} Two model references: {MODELS_FEED}"
-GENERATING = 16  # requests making answers at once, most of them waiting their turn at the model (lab.room.Turns)
 
 SHORTCUTS = """
 () => {
@@ -223,7 +222,7 @@ def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
         task, typed, note, progress, outcome, reason, panes, ranking_row, rank_boxes, [vote_a, vote_b], reward_note
     )
     app.load(None, js=SHORTCUTS)
-    bind_name(app, annotator, annotator_memory).then(
+    bind_name(annotator, annotator_memory).then(
         signed(show_progress, ctx), [annotator, queue, mode], progress, show_progress="hidden"
     )
     scenario.change(partial(guidelines_text, ctx), scenario, guidelines)
@@ -246,9 +245,7 @@ def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
             screen.task_view,
             show_progress="minimal",
             api_name=name,
-            # Waiting requests sleep in lab.room.Turns and say so; the model answers one at a time.
-            concurrency_id="generation",
-            concurrency_limit=GENERATING,
+            **GENERATION,
         )
     votes = ((vote_a, "A"), (vote_b, "B"), (tie, "tie"), (both_bad, "both-bad"), (skip, "skipped"))
     vote_inputs = [task, annotator, reason, queue, mode, *rank_boxes]
@@ -258,8 +255,7 @@ def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
             vote_inputs,
             [task, outcome, progress, reason],
             api_visibility="private",
-            concurrency_id="votes",
-            concurrency_limit=None,
+            **SAVES,
         )
     # The same vote for clients (gradio_client, the load test): the choice is an input instead of a button.
     gr.on(
@@ -268,16 +264,14 @@ def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
         [chosen, *vote_inputs],
         [task, outcome, progress, reason],
         api_name="ranking_vote",
-        concurrency_id="votes",
-        concurrency_limit=None,
+        **SAVES,
     )
     undo.click(
         signed(undo_vote, ctx, screen),
         [annotator, queue, mode],
         [outcome, progress],
         api_name="ranking_undo",
-        concurrency_id="votes",
-        concurrency_limit=None,
+        **SAVES,
     )
     reward_model.focus(lambda: gr.update(choices=reward_model_choices(ctx)), outputs=reward_model)
     sort_button.click(

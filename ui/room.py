@@ -13,6 +13,10 @@ from lab.arena import arena_report
 from lab.room import ROSTER_COLUMNS, roster
 
 SIGNED_IN = "Signed in: what you save carries your login"
+# Events of every tab that make answers share one concurrency group of this size; most of its requests wait their
+# turn at the model (lab.room.Turns), which answers one at a time. Votes and saves have their own, unlimited group.
+GENERATION = {"concurrency_id": "generation", "concurrency_limit": 16}
+SAVES = {"concurrency_id": "saves", "concurrency_limit": None}
 
 
 def login_of(request: gr.Request | None) -> str | None:
@@ -40,13 +44,18 @@ def signed(fn: Callable, *bound, **fixed) -> Callable:
     return handler
 
 
-def bind_name(app: gr.Blocks, box: gr.Textbox, memory: gr.BrowserState) -> gr.events.Dependency:
+def bind_name(box: gr.Textbox, memory: gr.BrowserState) -> gr.events.Dependency:
     """The name box: with logins, the login, shown and locked; without, the name this browser remembers.
     Returns the event that restores it, for what should follow."""
-    app.load(signed(_show_login), outputs=box, show_progress="hidden")
+    show_login(box)
     box.change(lambda name: name, box, memory, show_progress="hidden")
     # The browser's stored value arrives after the page loads, as a change of the BrowserState.
     return memory.change(signed(_restore_name), memory, box, show_progress="hidden")
+
+
+def show_login(box: gr.Textbox) -> None:
+    """With logins, the name box shows the login when the page loads, and cannot be edited."""
+    gr.on(None, signed(_show_login), outputs=box, show_progress="hidden")  # no trigger and no inputs: page load
 
 
 def _show_login(login: str | None) -> dict:
