@@ -195,13 +195,13 @@ THREE_COLUMNS = f"three columns: base, base + system prompt, {ADAPTER}"
 IN_A_ROW = "the same three, one after another"
 
 
-def random_adapter(folder: Path) -> Path:
-    """A LoRA adapter of the default model with random weights, shaped as cpu-default trains one (r 16, every
+def random_adapter(folder: Path, model_dir: Path) -> Path:
+    """A LoRA adapter of the model in `model_dir` with random weights, shaped as cpu-default trains one (r 16, every
     linear layer): its speed is a trained adapter's."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(default_model_dir())
+    base = AutoModelForCausalLM.from_pretrained(model_dir)
     get_peft_model(base, LoraConfig(r=16, target_modules="all-linear", init_lora_weights=False)).save_pretrained(folder)
     return folder
 
@@ -222,13 +222,16 @@ def run_in_a_row(manager: ModelManager, columns: list[Column], settings: Generat
     return Run(sum(r.seconds for r in runs), sum(r.tokens for r in runs), runs[0].first_token_s)
 
 
-def measure_compare(new_tokens: int, rounds: int) -> dict[str, list[Run]]:
+def measure_compare(
+    new_tokens: int, rounds: int, model: str = DEFAULT_MODEL, precision: str = "fp32", device: str = "cpu"
+) -> dict[str, list[Run]]:
     """One warm-up of each, then `rounds` rounds of one column, three in one batch and three in a row, the order
     rotating."""
     manager = ModelManager()
-    manager.load(DEFAULT_MODEL, "fp32", "cpu")
+    manager.load(model, precision, device)
+    model_dir = default_model_dir() if model == DEFAULT_MODEL else Path(model)
     with tempfile.TemporaryDirectory(prefix="bench-adapter-") as tmp:
-        manager.add_adapter(ADAPTER, random_adapter(Path(tmp) / "adapter"))
+        manager.add_adapter(ADAPTER, random_adapter(Path(tmp) / "adapter", model_dir))
     manager.loaded.model.generation_config.min_new_tokens = new_tokens  # every row exactly new_tokens long
     settings = GenerationSettings(temperature=0.0, max_new_tokens=new_tokens)
     base = build_messages(PROMPT)
