@@ -324,7 +324,10 @@ def _death(store: Store, run: Run, code: int | None) -> str:
         reason = "its exit status is unknown: it was started by another process"
     else:
         reason = f"signal {-code}" if code < 0 else f"exit code {code}"
-    return f"The training process died ({reason}). Last lines of its log:\n{log_tail(run_dir(store, run.id), 8)}"
+    killed = " It was killed (SIGKILL): the system does this when memory runs out." if code == -signal.SIGKILL else ""
+    return (
+        f"The training process died ({reason}).{killed} Last lines of its log:\n{log_tail(run_dir(store, run.id), 8)}"
+    )
 
 
 def _starting(run: Run) -> bool:

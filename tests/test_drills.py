@@ -1,19 +1,28 @@
-"""Failure drills: what a workshop survives. The disk of the workspace fills up: a save is refused in one sentence
-and the database stays whole."""
+"""Failure drills: what a workshop survives. The app is killed mid-vote-storm and restarted: every vote it
+acknowledged is there and the database is whole. A training process is killed: its run fails with the reason and
+the next run starts. The disk of the workspace fills up: a save is refused in one sentence and the database stays
+whole."""
 
 from __future__ import annotations
 
 import json
 import os
 import resource
+import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
+from bench.load import App, Storm, missing_votes, prepare_pool, write_logins
+from lab import jobs
 from lab.store import Comparison, Store, WorkspaceFullError
+from lab.train.runs import read_metrics
+from lab.train.sft import SFTRunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,6 +42,55 @@ def file_size_limit(limit: int):
     """For Popen's preexec_fn: no file the child writes may grow past `limit` bytes, as under a full disk or a quota.
     An unprivileged process can set it; Python already ignores SIGXFSZ, so the write fails with EFBIG."""
     return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_a_killed_app_keeps_every_vote_it_acknowledged_and_takes_votes_after_a_restart(tmp_path, tiny_model_dir):
+    workspace, model = tmp_path / "workspace", str(tiny_model_dir)
+    logins = write_logins(tmp_path / "logins", 6)
+    queue = prepare_pool(workspace, 150, model)
+    app = App(workspace, model, tmp_path / "logins").start()
+    storm = Storm(app.url, logins, queue, generate=False)
+    voting = threading.Thread(target=storm.run, args=(120,))
+    voting.start()
+    try:
+        wait_for(lambda: len(storm.acknowledged) >= 20, timeout=90, what="20 acknowledged votes")
+    finally:
+        app.kill()  # SIGKILL mid-storm: requests in flight, perhaps a transaction open
+        storm.stop()
+        voting.join(60)
+    acknowledged = dict(storm.acknowledged)
+    assert integrity(workspace / "lab.sqlite") == "ok"
+    assert missing_votes(workspace, acknowledged) == []
+
+    restarted = App(workspace, model, tmp_path / "logins").start()
+    try:
+        after = Storm(restarted.url, dict(list(logins.items())[:2]), queue, generate=False).run(seconds=3)
+    finally:
+        restarted.stop()
+    assert after.errors == [] and after.acknowledged
+    assert missing_votes(workspace, {**acknowledged, **after.acknowledged}) == []
+
+
+def test_a_killed_training_process_fails_its_run_with_the_reason_and_the_next_run_starts(tmp_path, tiny_model_dir):
+    store = Store(tmp_path / "workspace")
+    config = SFTRunConfig(model=str(tiny_model_dir), device="cpu", max_steps=5000, batch_size=8, save_steps=10_000)
+    data = str(ROOT / "assets" / "demonstrations" / "signoff.jsonl")
+    first, second = (jobs.prepare(store, "sft", config.replace(sample_every=0), data_file=data) for _ in range(2))
+    quit_watching = threading.Event()
+    watcher = jobs.watch(store, every=0.5, stop=quit_watching)  # the app's job loop, as `python -m ui` runs it
+    try:
+        wait_for(lambda: read_metrics(jobs.run_dir(store, first.id)), timeout=120, what="the first training step")
+        os.kill(store.get_run(first.id).pid, signal.SIGKILL)  # the out-of-memory killer, or kill -9
+        wait_for(lambda: store.get_run(first.id).status == "failed", timeout=30, what="the run marked failed")
+        failed = store.get_run(first.id)
+        assert failed.exit_code == -signal.SIGKILL and "killed" in failed.error and "SIGKILL" in failed.error
+        wait_for(lambda: store.get_run(second.id).pid is not None, timeout=30, what="the next run to start")
+        assert watcher.is_alive()
+        jobs.stop(store, second.id)
+        wait_for(lambda: store.get_run(second.id).status in jobs.FINISHED, timeout=120, what="the next run to stop")
+    finally:
+        quit_watching.set()
+        watcher.join(10)
 
 
 def test_an_import_onto_a_full_disk_is_refused_in_one_sentence_and_keeps_the_database(tmp_path):
