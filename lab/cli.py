@@ -206,6 +206,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    """Run the whole recipe on a scenario: SFT → reward model → DPO (or RLOO) → before/after evaluation, each step a
+    run on the job engine; prints progress lines, then the before/after table. Without --workspace it runs in a fresh
+    workspace seeded with the scenario; --resume continues the workspace's last pipeline of the scenario from the
+    step it stopped or failed at. Ctrl-C stops at the current step."""
+    from lab.pipeline import PipelineError, latest, open_workspace, step_overrides
+
+    if args.resume:
+        if args.workspace is None:
+            raise PipelineError("--resume continues a pipeline in a workspace: give its --workspace.")
+        lab = open_workspace(args.scenario, args.workspace)
+        pipeline = latest(lab, args.scenario)
+        if pipeline is None:
+            raise PipelineError(f"No pipeline of scenario '{args.scenario}' in {lab.store.root} to resume.")
+        pipeline.resume()
+    else:
+        lab = open_workspace(args.scenario, args.workspace, args.truthfulqa or None)
+        options = {"preset": args.preset, "model": args.model, "steps": args.steps, "system": args.system}
+        options.update(step_overrides(parse_overrides(args.set or [])))
+        pipeline = lab.pipeline(args.scenario, args.method, **options)
+    print(f"Pipeline {pipeline.id} in {lab.store.root}", file=sys.stderr)
+    to_stderr = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731  (stdout carries the table)
+    try:
+        state = pipeline.wait(echo=to_stderr)
+    except KeyboardInterrupt:
+        return 130
+    if state != "done":
+        return 1
+    print(pipeline.table().to_string(index=False))
+    print("\n".join(pipeline.verdicts()))
+    return 0
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     """Score responses to a prompt with a trained reward model: one reward per --response, in order."""
     from lab.rewards import load_reward_model, score
@@ -337,6 +370,20 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     _config_flags(ev, get_method("eval"))
     ev.set_defaults(func=cmd_eval)
+
+    pipe = sub.add_parser("pipeline", help=cmd_pipeline.__doc__, description=cmd_pipeline.__doc__, parents=[workspace])
+    pipe.add_argument("--scenario", required=True, help="the scenario whose data the recipe trains on")
+    pipe.add_argument("--method", choices=("dpo", "rloo"), default="dpo", help="how the policy is tuned after SFT")
+    pipe.add_argument("--resume", action="store_true", help="continue the last pipeline of the scenario instead")
+    pipe.add_argument("--preset", default="cpu-default", help="a model preset from presets/models/")
+    pipe.add_argument("--model", default="", help="the base model (default: the preset's)")
+    pipe.add_argument("--steps", type=int, default=0, help="optimizer steps of every training step (default: tuned)")
+    pipe.add_argument("--truthfulqa", default="", help="the TruthfulQA CSV the TruthfulQA scenario is built from")
+    pipe.add_argument("--system", default="", help="a system prompt: the evaluation also asks the base with it")
+    pipe.add_argument(
+        "--set", action="append", metavar="STEP.KEY=VALUE", help="override one step's config, e.g. sft.max_steps=20"
+    )
+    pipe.set_defaults(func=cmd_pipeline)
 
     sc = sub.add_parser("score", help=cmd_score.__doc__, description=cmd_score.__doc__, parents=[workspace])
     sc.add_argument("--reward", required=True, metavar="RUN", help="the reward run's id")

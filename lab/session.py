@@ -501,6 +501,17 @@ class Lab:
             shutil.copyfile(source, kept)
         return kept
 
+    def pipeline(self, scenario: str, method: str = "dpo", **options: Any):
+        """Run the whole recipe on a scenario's data in this workspace: SFT → reward model → DPO on the SFT adapter
+        (or `method="rloo"`, rewarded by the reward model) → before/after evaluation, each step a run on the job
+        engine; returns the pipeline (lab.pipeline.Pipeline: `.wait()`, `.stop()`, `.resume()`, `.status`,
+        `.table()`). Options: preset, model, steps (of every training step), system (a prompt the evaluation also
+        asks the base with), and sft / reward / policy / eval (dicts of config overrides). The evaluation asks the
+        scenario's held-out questions (MC1/MC2 too for TruthfulQA). Everything is checked before the first step."""
+        from lab.pipeline import begin
+
+        return begin(self, scenario, method, **options)
+
     def run(self, run_id: str) -> TrainingRun:
         self.store.get_run(run_id)  # KeyError naming the id if there is none
         return TrainingRun(self, run_id)

@@ -52,13 +52,14 @@ def wait_until_served(url: str, process: subprocess.Popen, timeout: float = 120)
 
 
 @contextmanager
-def serve_app(workspace: Path) -> Iterator[str]:
-    """`python -m ui` on a free port over this workspace (its output in app.log there); yields the page's URL."""
+def serve_app(workspace: Path, *args: str) -> Iterator[str]:
+    """`python -m ui` on a free port over this workspace, with more of its flags if given (e.g. --model DIR), its
+    output in app.log there; yields the page's URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     with open(workspace / "app.log", "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ui", "--port", str(port), "--workspace", str(workspace)],
+            [sys.executable, "-m", "ui", "--port", str(port), "--workspace", str(workspace), *args],
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,

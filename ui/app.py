@@ -15,6 +15,7 @@ from ui.prompting import build_prompting
 from ui.ranking import build_ranking
 from ui.reward import build_reward
 from ui.training import build_training
+from ui.workshop import build_workshop
 
 CSS = """
 #status-bar { font-size: 0.9em; opacity: 0.85; }
@@ -33,6 +34,8 @@ def build_app(ctx: Lab) -> gr.Blocks:
             return f"**Model:** {ctx.models.status}"
 
         gr.Timer(1.0).tick(model_status, outputs=status, show_progress="hidden", api_name="model_status")
+        with gr.Tab("Workshop", id="workshop"):
+            build_workshop(ctx)
         with gr.Tab("Chat", id="chat"):
             build_chat(ctx)
         with gr.Tab("Compare", id="compare"):
