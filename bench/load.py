@@ -1,6 +1,6 @@
 """Load test: a room of participants votes at once over HTTP on the real app while one of them has answers generated.
 
-Usage: python bench/load.py [--participants 20] [--seconds 60] [--model PATH_OR_ID] [--items 1500]
+Usage: python bench/load.py [--participants 20] [--seconds 60] [--model PATH_OR_ID] [--items 600] [--votes-per-item 3]
 
 Starts `python -m ui` on a free port with a fresh temporary workspace and an --auth-file holding one login per
 participant. Before the start it fills the workspace prompt pool with `--items` questions whose two answers are
@@ -11,9 +11,10 @@ second browser tab) has answers made on demand for a typed prompt (/ranking_gene
 Afterwards it reads the workspace's SQLite: every vote the app acknowledged ("vote #N") must be there, under the
 login that cast it.
 
-Prints: errors (must be 0), votes acknowledged against found in the database, p50/p95/max time to record a vote,
+Prints: errors (must be 0), votes acknowledged against found in the database, items that got more votes than asked
+for (must be 0: the queue hands different items to different people), p50/p95/max time to record a vote,
 the generations completed and their median time, the CPU (model, cores, native bf16) and the load average before
-and after. Exits 1 when a request failed or a vote is missing.
+and after. Exits 1 when a request failed, a vote is missing or an item is over-voted.
 
 tests/test_load.py runs a short version on a tiny model; tests/test_drills.py kills the app mid-storm with the
 same pieces (App, write_logins, prepare_pool, Storm).
@@ -34,6 +35,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +45,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere: make `lab` impor
 
 from lab.experiments import seed_prompt_pool  # noqa: E402
 from lab.models import BASE_VIEW, DEFAULT_MODEL  # noqa: E402
-from lab.preferences import POOL_QUEUE, TYPED_QUEUE  # noqa: E402
+from lab.preferences import POOL_QUEUE, TYPED_QUEUE, queue_source  # noqa: E402
 from lab.presets import question_sets  # noqa: E402
 from lab.refs import normalise_base  # noqa: E402
 from lab.store import Prompt, Store  # noqa: E402
@@ -120,10 +122,11 @@ def write_logins(path: Path, count: int) -> dict[str, str]:
     return logins
 
 
-def prepare_pool(workspace: Path, items: int, base: str) -> str:
+def prepare_pool(workspace: Path, items: int, base: str, votes_per_item: int = 1) -> str:
     """Fill the workspace prompt pool with `items` questions (and the app's own seed prompts), each with two answers
-    prepared ahead for `base`; returns the queue to vote in."""
+    prepared ahead for `base` and wanting `votes_per_item` votes; returns the queue to vote in."""
     store = Store(workspace)
+    store.set_votes_per_item(POOL_QUEUE, votes_per_item)
     store.add_prompts(
         [Prompt(f"Question {n}: is this item {n} of the load test?", source="load") for n in range(items)]
     )
@@ -150,7 +153,7 @@ class Storm:
     vote_s: list[float] = field(default_factory=list)
     generation_s: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-    unserved: list[str] = field(default_factory=list)  # a Next that brought no item: what the app said instead
+    unserved: list[str] = field(default_factory=list)  # a Next or a vote that did not end in a vote: what the app said
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -217,9 +220,9 @@ class Storm:
                     self.acknowledged[int(ack.group(1))] = user
                     self.vote_s.append(took)
                 else:
-                    self.unserved.append(f"{user}: {shown!s:.200}")
+                    self.unserved.append(f"{user}: next said {shown!s:.300}; the vote said {said!s:.300}")
             if not ack:
-                return  # the queue has nothing left for this person
+                return  # the queue has nothing left for this person, or the app refused the vote and said why
 
     def _generate(self, client, user: str, deadline: float) -> None:
         n = 0
@@ -255,6 +258,15 @@ def missing_votes(workspace: Path, acknowledged: dict[int, str]) -> list[int]:
     return sorted(vote for vote, user in acknowledged.items() if stored.get(vote) != user)
 
 
+def over_voted(workspace: Path, queue: str) -> int:
+    """How many items of the queue got more votes than asked for (two people handed the same last slot)."""
+    store = Store(workspace)
+    counted = Counter(
+        c.prompt[-1]["content"] for c in store.list_comparisons(source=queue_source(queue)) if c.verdict != "skipped"
+    )
+    return sum(votes > store.votes_per_item(queue) for votes in counted.values())
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
@@ -276,7 +288,7 @@ def wait_for_model(url: str, login: tuple[str, str], timeout: float = 600) -> No
         time.sleep(1)
 
 
-def report(storm: Storm, found_missing: list[int], seconds: float, load: tuple[float, ...]) -> str:
+def report(storm: Storm, missing: list[int], over: int, seconds: float, load: tuple[float, ...]) -> str:
     votes = storm.vote_s
     lines = [
         f"machine: {machine()}",
@@ -285,7 +297,8 @@ def report(storm: Storm, found_missing: list[int], seconds: float, load: tuple[f
         f"errors: {len(storm.errors)}",
         *(f"  {e}" for e in storm.errors[:5]),
         f"votes acknowledged: {len(storm.acknowledged)}  in the database: "
-        f"{len(storm.acknowledged) - len(found_missing)}  missing: {len(found_missing)}",
+        f"{len(storm.acknowledged) - len(missing)}  missing: {len(missing)}",
+        f"items with more votes than asked: {over}",
         f"votes per second: {len(votes) / seconds:.1f}",
     ]
     if votes:
@@ -309,12 +322,13 @@ def main() -> int:
     parser.add_argument("--participants", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="what the app loads (default: the embedded model)")
-    parser.add_argument("--items", type=int, default=1500, help="questions with answers prepared ahead")
+    parser.add_argument("--items", type=int, default=600, help="questions with answers prepared ahead")
+    parser.add_argument("--votes-per-item", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lab-load-") as tmp:
         folder = Path(tmp)
         logins = write_logins(folder / "logins", args.participants)
-        queue = prepare_pool(folder / "workspace", args.items, args.model)
+        queue = prepare_pool(folder / "workspace", args.items, args.model, args.votes_per_item)
         app = App(folder / "workspace", args.model, folder / "logins").start()
         try:
             wait_for_model(app.url, next(iter(logins.items())))
@@ -323,8 +337,9 @@ def main() -> int:
         finally:
             app.stop()
         missing = missing_votes(folder / "workspace", storm.acknowledged)
-        print(report(storm, missing, args.seconds, load))
-    return 1 if storm.errors or missing else 0
+        over = over_voted(folder / "workspace", queue)
+        print(report(storm, missing, over, args.seconds, load))
+    return 1 if storm.errors or missing or over else 0
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ def start_next(store: Store) -> Run | None:
     """
     with _lock:
         refresh(store)
-        queued = sorted(store.list_runs(("queued",)), key=lambda r: r.created_at)
+        queued = store.list_runs(("queued",))[::-1]  # oldest first, in the order they were queued
         if not queued or not store.claim_run(queued[0].id):
             return None
         run = queued[0]

@@ -20,7 +20,7 @@ from conftest import wait_for
 
 from bench.load import App, Storm, missing_votes, prepare_pool, write_logins
 from lab import jobs
-from lab.store import Comparison, Store, WorkspaceFullError
+from lab.store import Comparison, Run, Store, WorkspaceFullError
 from lab.train.runs import read_metrics
 from lab.train.sft import SFTRunConfig
 
@@ -73,13 +73,20 @@ def test_a_killed_app_keeps_every_vote_it_acknowledged_and_takes_votes_after_a_r
 
 def test_a_killed_training_process_fails_its_run_with_the_reason_and_the_next_run_starts(tmp_path, tiny_model_dir):
     store = Store(tmp_path / "workspace")
-    config = SFTRunConfig(model=str(tiny_model_dir), device="cpu", max_steps=5000, batch_size=8, save_steps=10_000)
+    config = SFTRunConfig(
+        model=str(tiny_model_dir), device="cpu", max_steps=5000, batch_size=8, save_steps=10_000, sample_every=0
+    )
     data = str(ROOT / "assets" / "demonstrations" / "signoff.jsonl")
-    first, second = (jobs.prepare(store, "sft", config.replace(sample_every=0), data_file=data) for _ in range(2))
+    first, second = (jobs.prepare(store, "sft", config, data_file=data) for _ in range(2))
     quit_watching = threading.Event()
     watcher = jobs.watch(store, every=0.5, stop=quit_watching)  # the app's job loop, as `python -m ui` runs it
     try:
-        wait_for(lambda: read_metrics(jobs.run_dir(store, first.id)), timeout=120, what="the first training step")
+
+        def stepped() -> bool:
+            return bool(read_metrics(jobs.run_dir(store, first.id))) or store.get_run(first.id).status in jobs.FINISHED
+
+        wait_for(stepped, timeout=180, what="the first training step")
+        assert store.get_run(first.id).status == "running", store.get_run(first.id).error
         os.kill(store.get_run(first.id).pid, signal.SIGKILL)  # the out-of-memory killer, or kill -9
         wait_for(lambda: store.get_run(first.id).status == "failed", timeout=30, what="the run marked failed")
         failed = store.get_run(first.id)
@@ -91,6 +98,26 @@ def test_a_killed_training_process_fails_its_run_with_the_reason_and_the_next_ru
     finally:
         quit_watching.set()
         watcher.join(10)
+        for run in store.list_runs(jobs.ACTIVE):  # a failed wait leaves no training process behind
+            jobs.stop(store, run.id)
+
+
+def test_runs_queued_in_the_same_second_start_in_the_order_they_were_queued(tmp_path, monkeypatch):
+    store = Store(tmp_path / "workspace")
+    for run_id in ("sft-b", "sft-a", "sft-c"):  # as a pipeline queues its steps: one second, ids in no order
+        store.add_run(Run(run_id, "sft", {}, created_at="2026-01-01T00:00:00+00:00"))
+    started = []
+
+    class Child:  # stands in for the training process: which run starts is what is tested here
+        pid = os.getpid()
+
+        def poll(self) -> None:
+            return None
+
+    monkeypatch.setattr(jobs, "_spawn", lambda store, run_id: started.append(run_id) or Child())
+    monkeypatch.setattr(jobs, "_children", {})
+    jobs.start_next(store)
+    assert started == ["sft-b"]
 
 
 def test_an_import_onto_a_full_disk_is_refused_in_one_sentence_and_keeps_the_database(tmp_path):
@@ -116,6 +143,23 @@ def test_an_import_onto_a_full_disk_is_refused_in_one_sentence_and_keeps_the_dat
     assert len(said) == 1 and "disk" in said[0] and "nothing was saved" in said[0], done.stderr
     assert integrity(store.path) == "ok"
     assert len(store.list_comparisons()) == 20 and store.list_demonstrations() == []  # all or nothing
+
+
+def test_votes_onto_a_full_disk_are_refused_in_one_sentence_and_the_app_stays_up(tmp_path, tiny_model_dir):
+    workspace, model = tmp_path / "workspace", str(tiny_model_dir)
+    logins = write_logins(tmp_path / "logins", 2)
+    queue = prepare_pool(workspace, 40, model)
+    quota = max(f.stat().st_size for f in workspace.iterdir() if f.is_file()) + 16_000  # a few dozen votes
+    app = App(workspace, model, tmp_path / "logins").start(preexec_fn=file_size_limit(quota))
+    try:
+        storm = Storm(app.url, logins, queue, generate=False).run(seconds=90)  # each votes until refused
+        assert storm.errors == []  # no failed request: the app answered every one
+        assert len(storm.unserved) == 2 and all("nothing was saved" in said for said in storm.unserved)
+        assert app.process.poll() is None
+    finally:
+        app.stop()
+    assert storm.acknowledged and integrity(workspace / "lab.sqlite") == "ok"
+    assert missing_votes(workspace, storm.acknowledged) == []
 
 
 def test_a_vote_on_a_full_disk_is_refused_and_the_votes_before_it_stay(tmp_path):

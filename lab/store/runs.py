@@ -68,10 +68,11 @@ class RunTables(Database):
         return self._get(Run, "runs", run_id, "run")
 
     def list_runs(self, statuses: tuple[str, ...] = ()) -> list[Run]:
-        """Runs, newest first, optionally only those in some statuses."""
+        """Runs, newest first (runs added in the same second: the last added first), optionally only those in some
+        statuses."""
         query, args = "SELECT * FROM runs", []
         if statuses:
             query += f" WHERE status IN ({', '.join('?' * len(statuses))})"
             args = list(statuses)
         with self._read() as db:
-            return [from_row(Run, r) for r in db.execute(query + " ORDER BY created_at DESC, id DESC", args)]
+            return [from_row(Run, r) for r in db.execute(query + " ORDER BY created_at DESC, rowid DESC", args)]
