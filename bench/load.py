@@ -12,9 +12,11 @@ Afterwards it reads the workspace's SQLite: every vote the app acknowledged ("vo
 login that cast it.
 
 Prints: errors (must be 0), votes acknowledged against found in the database, items that got more votes than asked
-for (must be 0: the queue hands different items to different people), p50/p95/max time to record a vote,
-the generations completed and their median time, the CPU (model, cores, native bf16) and the load average before
-and after. Exits 1 when a request failed, a vote is missing or an item is over-voted.
+for (must be 0: the queue hands different items to different people), p50/p95/max time to record a vote and to get
+the next item, the generations completed and their median time, the CPU seconds the app and the clients used
+meanwhile (the clients share the machine with the app, where real participants' browsers would not), the CPU (model,
+cores, native bf16) and the load average before and after. Exits 1 when a request failed, a vote is missing or an
+item is over-voted.
 
 tests/test_load.py runs a short version on a tiny model; tests/test_drills.py kills the app mid-storm with the
 same pieces (App, write_logins, prepare_pool, Storm).
@@ -49,8 +51,8 @@ from lab.preferences import POOL_QUEUE, TYPED_QUEUE, queue_source  # noqa: E402
 from lab.presets import question_sets  # noqa: E402
 from lab.refs import normalise_base  # noqa: E402
 from lab.store import Prompt, Store  # noqa: E402
+from ui.ranking import ONE_MODEL  # noqa: E402
 
-ONE_MODEL = "one model, different samples"  # the Ranking tab's mode for two samples of the loaded model
 PREPARED = "prepared"  # the model label of the prepared answers, so a vote on them can be told from a generated one
 ACK = re.compile(r"vote #(\d+)")
 
@@ -151,6 +153,7 @@ class Storm:
     generate: bool = True
     acknowledged: dict[int, str] = field(default_factory=dict)  # vote id → login, as the app confirmed it
     vote_s: list[float] = field(default_factory=list)
+    next_s: list[float] = field(default_factory=list)
     generation_s: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     unserved: list[str] = field(default_factory=list)  # a Next or a vote that did not end in a vote: what the app said
@@ -205,12 +208,13 @@ class Storm:
     def _vote(self, client, user: str, deadline: float) -> None:
         while time.monotonic() < deadline and not self._stop.is_set():
             try:
+                start = time.monotonic()
                 shown = client.predict(
                     user, self.queue, "", ONE_MODEL, 2, 0.9, BASE_VIEW, "", BASE_VIEW, "", api_name="/ranking_next"
                 )
-                start = time.monotonic()
+                shown_at = time.monotonic()
                 said = client.predict("A", user, "", self.queue, ONE_MODEL, 1, 2, 1, 2, api_name="/ranking_vote")
-                took = time.monotonic() - start
+                voted_at = time.monotonic()
             except Exception as err:  # noqa: BLE001 — every failure is counted and reported, none is expected
                 self._failed(user, err)
                 return
@@ -218,7 +222,8 @@ class Storm:
             with self._lock:
                 if ack:
                     self.acknowledged[int(ack.group(1))] = user
-                    self.vote_s.append(took)
+                    self.next_s.append(shown_at - start)
+                    self.vote_s.append(voted_at - shown_at)
                 else:
                     self.unserved.append(f"{user}: next said {shown!s:.300}; the vote said {said!s:.300}")
             if not ack:
@@ -288,7 +293,25 @@ def wait_for_model(url: str, login: tuple[str, str], timeout: float = 600) -> No
         time.sleep(1)
 
 
-def report(storm: Storm, missing: list[int], over: int, seconds: float, load: tuple[float, ...]) -> str:
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def spread(values: list[float]) -> str:
+    p50, p95, top = (round(v * 1000) for v in (percentile(values, 50), percentile(values, 95), max(values)))
+    return f"p50 {p50} ms  p95 {p95} ms  max {top} ms"
+
+
+def report(
+    storm: Storm, missing: list[int], over: int, seconds: float, load: tuple[float, ...], cpu: tuple[float, float]
+) -> str:
     votes = storm.vote_s
     lines = [
         f"machine: {machine()}",
@@ -300,12 +323,12 @@ def report(storm: Storm, missing: list[int], over: int, seconds: float, load: tu
         f"{len(storm.acknowledged) - len(missing)}  missing: {len(missing)}",
         f"items with more votes than asked: {over}",
         f"votes per second: {len(votes) / seconds:.1f}",
+        f"CPU used meanwhile: the app {cpu[0]:.0f} s, these clients {cpu[1]:.0f} s (of {os.cpu_count() * seconds:.0f} s"
+        " the cores had, shared with whatever else runs)",
     ]
     if votes:
-        lines.append(
-            f"time to record a vote: p50 {percentile(votes, 50) * 1000:.0f} ms  p95 {percentile(votes, 95) * 1000:.0f}"
-            f" ms  max {max(votes) * 1000:.0f} ms"
-        )
+        lines.append(f"time to record a vote: {spread(votes)}")
+        lines.append(f"time to get the next item (prepared): {spread(storm.next_s)}")
     if storm.generation_s:
         lines.append(
             f"generations completed: {len(storm.generation_s)}  median {statistics.median(storm.generation_s):.1f} s"
@@ -333,12 +356,15 @@ def main() -> int:
         try:
             wait_for_model(app.url, next(iter(logins.items())))
             load = os.getloadavg()
-            storm = Storm(app.url, logins, queue).run(args.seconds)
+            storm = Storm(app.url, logins, queue)
+            before = cpu_seconds(app.process.pid), own_cpu_seconds()
+            storm.run(args.seconds)
+            cpu = cpu_seconds(app.process.pid) - before[0], own_cpu_seconds() - before[1]
         finally:
             app.stop()
         missing = missing_votes(folder / "workspace", storm.acknowledged)
         over = over_voted(folder / "workspace", queue)
-        print(report(storm, missing, over, args.seconds, load))
+        print(report(storm, missing, over, args.seconds, load, cpu))
     return 1 if storm.errors or missing or over else 0
 
 

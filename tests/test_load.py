@@ -15,7 +15,7 @@ def test_six_participants_vote_at_once_while_one_generates_and_no_vote_is_lost(t
     app = App(tmp_path / "workspace", str(tiny_model_dir), tmp_path / "logins").start()
     try:
         wait_for_model(app.url, ("user01", logins["user01"]), timeout=60)
-        storm = Storm(app.url, logins, queue).run(seconds=10)
+        storm = Storm(app.url, logins, queue).run(seconds=8)
     finally:
         app.stop()
     assert storm.errors == []
