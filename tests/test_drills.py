@@ -19,7 +19,7 @@ import pytest
 from conftest import wait_for
 
 from bench.load import App, Storm, missing_votes, prepare_pool, write_logins
-from lab import jobs
+from lab import Lab, jobs
 from lab.store import Comparison, Run, Store, WorkspaceFullError
 from lab.train.runs import read_metrics
 from lab.train.sft import SFTRunConfig
@@ -36,6 +36,17 @@ def vote(n: int, annotator: str = "ann") -> Comparison:
 def integrity(path: Path) -> str:
     with sqlite3.connect(path) as db:
         return db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def demonstrations_file(folder: Path) -> Path:
+    """400 demonstrations, about 400 kB: more than a full disk has room for."""
+    rows = [
+        {"messages": [{"role": "user", "content": f"Question {n}?"}, {"role": "assistant", "content": "Yes. " * 200}]}
+        for n in range(400)
+    ]
+    path = folder / "demonstrations.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
 
 
 def file_size_limit(limit: int):
@@ -123,12 +134,7 @@ def test_runs_queued_in_the_same_second_start_in_the_order_they_were_queued(tmp_
 def test_an_import_onto_a_full_disk_is_refused_in_one_sentence_and_keeps_the_database(tmp_path):
     store = Store(tmp_path / "workspace")
     store.add_comparisons([vote(n) for n in range(20)])
-    rows = [
-        {"messages": [{"role": "user", "content": f"Question {n}?"}, {"role": "assistant", "content": "Yes. " * 200}]}
-        for n in range(400)
-    ]
-    data = tmp_path / "big.jsonl"
-    data.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    data = demonstrations_file(tmp_path)
     quota = max(f.stat().st_size for f in store.root.iterdir() if f.is_file()) + 64_000  # room for a few rows only
     done = subprocess.run(
         [sys.executable, "-m", "lab", "import", str(data), "--workspace", str(store.root)],
@@ -162,23 +168,25 @@ def test_votes_onto_a_full_disk_are_refused_in_one_sentence_and_the_app_stays_up
     assert missing_votes(workspace, storm.acknowledged) == []
 
 
-def test_a_vote_on_a_full_disk_is_refused_and_the_votes_before_it_stay(tmp_path):
+def test_a_vote_and_an_import_onto_a_full_disk_are_refused_and_the_votes_before_them_stay(tmp_path):
     """A real full disk (SQLITE_FULL), where a small tmpfs can be mounted (root); the quota above runs anywhere."""
+    from ui.demonstrations import import_file
+    from ui.errors import UserError
+
     disk = tmp_path / "disk"
     disk.mkdir()
-    mounted = (
-        os.geteuid() == 0
-        and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)]).returncode == 0
-    )
-    if not mounted:
-        pytest.skip("mounting a small tmpfs needs root; the file-size quota drill covers the unprivileged case")
+    mount = ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)]
+    if os.geteuid() != 0 or subprocess.run(mount).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root; the file-size quota drills cover the unprivileged case")
     try:
         store = Store(disk / "workspace")
         saved = []
         with pytest.raises(WorkspaceFullError, match="The workspace's disk is full: nothing was saved"):
             for n in range(10_000):
                 saved.append(store.add_comparison(vote(n)))
+        with pytest.raises(UserError, match="The workspace's disk is full: nothing was saved"):
+            import_file(Lab(store), None, str(demonstrations_file(tmp_path)))  # the Demonstrations tab's Import
         assert integrity(store.path) == "ok"
-        assert [c.id for c in store.list_comparisons()] == saved
+        assert [c.id for c in store.list_comparisons()] == saved and store.list_demonstrations() == []
     finally:
         subprocess.run(["umount", str(disk)], check=True)

@@ -15,7 +15,7 @@ from lab.generate import GenerationSettings, stream_chat
 from lab.models import BASE_VIEW, ModelError
 from lab.presets import demonstration_sets
 from lab.room import annotator_name
-from lab.store import CATEGORIES, ORIGINS
+from lab.store import CATEGORIES, ORIGINS, WorkspaceFullError
 from ui.distill import build_distill, run_distillation  # noqa: F401  (run_distillation: tests import it from here)
 from ui.downloads import DOWNLOAD_JS, session_folder
 from ui.errors import UserError
@@ -462,7 +462,7 @@ def import_file(ctx: Lab, view: DemonstrationsView, path: str | None, good_only:
         raise UserError("Choose a file first.")
     try:
         report = data.import_demonstrations(ctx.store, path, good_as_demonstrations=good_only)
-    except data.DataFileError as err:
+    except (data.DataFileError, WorkspaceFullError) as err:
         raise UserError(str(err)) from err
     return _no_import(view, report.summary())
 
