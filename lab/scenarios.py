@@ -30,6 +30,7 @@ from lab.presets import ASSETS_DIR, HELD_OUT_DIR, ScenarioPreset, load_question_
 from lab.refs import BASE_VIEW, DEFAULT_MODEL, normalise_base
 from lab.store import Comparison, Demonstration, Prompt, Store, fingerprint
 from lab.truthfulqa import COLUMNS, Question, read_questions, split_questions
+from lab.truthfulqa import preference_rows as truthfulqa_pairs
 
 WORKSPACES = Path("workspaces")  # where fresh scenario workspaces go, one folder each
 STARTER_SOURCE = "scenario"  # the source of a scenario's starter comparisons (their annotator names the scenario)
@@ -132,8 +133,6 @@ def _as_starter_comparison(comparison: Comparison, source: str) -> Comparison:
 
 
 def _from_truthfulqa(slug: str, preset: ScenarioPreset, path: Path) -> ScenarioData:
-    from lab.truthfulqa import preference_rows
-
     train, held = split_questions(read_questions(path), preset.held_out_fraction, preset.split_seed)
     source = f"scenario:{slug}"
 
@@ -159,7 +158,7 @@ def _from_truthfulqa(slug: str, preset: ScenarioPreset, path: Path) -> ScenarioD
             annotator=source,
             source=STARTER_SOURCE,
         )
-        for row in preference_rows(train)
+        for row in truthfulqa_pairs(train)
     ]
     for number, row in enumerate([*demonstrations, *pairs], 1):
         try:
