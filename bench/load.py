@@ -263,6 +263,13 @@ def missing_votes(workspace: Path, acknowledged: dict[int, str]) -> list[int]:
     return sorted(vote for vote, user in acknowledged.items() if stored.get(vote) != user)
 
 
+def made_on_demand(workspace: Path, acknowledged: dict[int, str]) -> int:
+    """How many acknowledged votes were on answers generated while the voter waited, not prepared ahead."""
+    return sum(
+        c.candidates[0]["model"] != PREPARED for c in Store(workspace).list_comparisons() if c.id in acknowledged
+    )
+
+
 def over_voted(workspace: Path, queue: str) -> int:
     """How many items of the queue got more votes than asked for (two people handed the same last slot)."""
     store = Store(workspace)
@@ -309,9 +316,8 @@ def spread(values: list[float]) -> str:
     return f"p50 {p50} ms  p95 {p95} ms  max {top} ms"
 
 
-def report(
-    storm: Storm, missing: list[int], over: int, seconds: float, load: tuple[float, ...], cpu: tuple[float, float]
-) -> str:
+def report(storm: Storm, workspace: Path, seconds: float, load: tuple[float, ...], cpu: tuple[float, float]) -> str:
+    missing = missing_votes(workspace, storm.acknowledged)
     votes = storm.vote_s
     lines = [
         f"machine: {machine()}",
@@ -321,10 +327,11 @@ def report(
         *(f"  {e}" for e in storm.errors[:5]),
         f"votes acknowledged: {len(storm.acknowledged)}  in the database: "
         f"{len(storm.acknowledged) - len(missing)}  missing: {len(missing)}",
-        f"items with more votes than asked: {over}",
+        f"items with more votes than asked: {over_voted(workspace, storm.queue)}",
+        f"votes on answers made while the voter waited: {made_on_demand(workspace, storm.acknowledged)}",
         f"votes per second: {len(votes) / seconds:.1f}",
-        f"CPU used meanwhile: the app {cpu[0]:.0f} s, these clients {cpu[1]:.0f} s (of {os.cpu_count() * seconds:.0f} s"
-        " the cores had, shared with whatever else runs)",
+        f"CPU used while connecting and voting: the app {cpu[0]:.0f} s, these clients {cpu[1]:.0f} s (the voting alone"
+        f" had {os.cpu_count() * seconds:.0f} core-seconds, shared with whatever else runs)",
     ]
     if votes:
         lines.append(f"time to record a vote: {spread(votes)}")
@@ -336,7 +343,7 @@ def report(
     else:
         lines.append("generations completed: 0")
     if storm.unserved:
-        lines.append(f"participants who ran out of items: {len(storm.unserved)} (first: {storm.unserved[0]})")
+        lines.append(f"participants who stopped early: {len(storm.unserved)} (first: {storm.unserved[0]})")
     return "\n".join(lines)
 
 
@@ -362,10 +369,9 @@ def main() -> int:
             cpu = cpu_seconds(app.process.pid) - before[0], own_cpu_seconds() - before[1]
         finally:
             app.stop()
-        missing = missing_votes(folder / "workspace", storm.acknowledged)
-        over = over_voted(folder / "workspace", queue)
-        print(report(storm, missing, over, args.seconds, load, cpu))
-    return 1 if storm.errors or missing or over else 0
+        print(report(storm, folder / "workspace", args.seconds, load, cpu))
+        faults = missing_votes(folder / "workspace", storm.acknowledged) or over_voted(folder / "workspace", queue)
+    return 1 if storm.errors or faults else 0
 
 
 if __name__ == "__main__":
