@@ -228,8 +228,8 @@ def open_workspace(scenario: str, workspace: str | Path | None = None, truthfulq
         store = Store(workspace)
         if not loaded(store, scenario):
             raise PipelineError(
-                f"Workspace {store.root} holds other work: leave --workspace out for a fresh one, or load scenario "
-                f"{find(scenario)[1].name} into it first (python -m lab scenario NAME --workspace DIR --mix)."
+                f"Workspace {store.root} holds other work: leave --workspace out for a fresh one, or mix the scenario "
+                f"into it first with: python -m lab scenario {find(scenario)[0]} --workspace {store.root} --mix"
             )
         return Lab(store)
     return Lab.from_scenario(scenario, workspace, truthfulqa)
@@ -335,9 +335,15 @@ def advance(lab: Lab, pipeline_id: str) -> Record:
             run = lab.store.get_run(record.runs[step])
             if run.status not in ("stopped", "failed"):
                 return record
-            record.state, record.error = run.status, run.error.splitlines()[0] if run.error else ""
+            record.state, record.error = run.status, first_sentence(run.error)
         save(lab.store, record)
     return record
+
+
+def first_sentence(error: str) -> str:
+    """The reason a run failed, in one sentence: its error's first (the rest, such as a log's tail, is in the run)."""
+    line = error.strip().splitlines()[0] if error.strip() else ""
+    return line.split(". ", 1)[0].rstrip(".") + "." if ". " in line else line
 
 
 def _reason(err: Exception) -> str:
@@ -490,7 +496,7 @@ def _expected(record: Record, step: str) -> float:
     return seconds * steps / STEP_SETTINGS[method]["max_steps"] if steps > 0 else seconds
 
 
-def _left(record: Record, views: tuple[StepView, ...], spent: dict[str, float]) -> float | None:
+def _left(record: Record, views: tuple[StepView, ...], spent: dict[str, float]) -> float:
     """What is left: the current step at its own pace (seconds per step) where it has logged one, the steps
     after it at STEP_SECONDS, each scaled by how this machine ran the steps done against the same figures."""
     done = [v.step for v in views if v.status == "done"]

@@ -1,8 +1,8 @@
 """The whole recipe as one pipeline on the tiny model, each step a real run in its own process: SFT → reward model
 → DPO → evaluation ends with the before/after table; a stop leaves the later steps unstarted and a resume continues
-the stopped run without redoing the finished ones; a training process that dies fails the pipeline with its reason;
-the CLI prints the table and exits 0, or exits non-zero with one sentence; a scenario is loaded into a workspace
-only where it mixes with nobody's work."""
+the stopped run without redoing the finished ones (there with RLOO as the policy step); a training process that
+dies fails the pipeline with its reason; the CLI prints the table and exits 0, or exits non-zero with one sentence;
+a scenario is loaded into a workspace only where it mixes with nobody's work."""
 
 import os
 import signal
@@ -32,7 +32,7 @@ def tiny(model_dir, **steps) -> dict:
 
 
 def test_a_stop_leaves_later_steps_unstarted_and_resume_continues_from_that_step(lab, tiny_model_dir):
-    pipeline = lab.pipeline(SCENARIO, **tiny(tiny_model_dir, reward={"max_steps": 30}))
+    pipeline = lab.pipeline(SCENARIO, "rloo", **tiny(tiny_model_dir, reward={"max_steps": 30}))
     record = lambda: pipeline.record  # noqa: E731
     wait_for(lambda: record().runs["reward"] is not None, timeout=300, what="the reward step")
     reward = jobs.run_dir(lab.store, record().runs["reward"])
@@ -53,7 +53,10 @@ def test_a_stop_leaves_later_steps_unstarted_and_resume_continues_from_that_step
     assert record().runs["reward"] == reward.name  # the stopped run continued, from its checkpoint
     steps = [row["step"] for row in read_metrics(reward) if "loss" in row]
     assert steps[-1] == 30 and stopped_at + 1 in steps and steps.count(1) == 1
-    assert len(lab.store.list_runs()) == 4 and pipeline.table() is not None
+    rloo = lab.store.get_run(record().runs["policy"])  # RL on the SFT adapter, rewarded by the reward model
+    assert rloo.method == "rloo" and rloo.config["reward"] == f"model:{reward.name}"
+    assert rloo.provenance["parent_adapter"]["run"] == sft.id
+    assert len(lab.store.list_runs()) == 4 and list(pipeline.table()["stage"]) == ["before", "after SFT", "after RLOO"]
 
 
 def test_a_step_whose_process_dies_fails_the_pipeline_with_the_reason(lab, tiny_model_dir):

@@ -14,6 +14,7 @@ import pandas as pd
 from lab import Lab
 from lab.pipeline import POLICY_METHODS, latest, load_scenario
 from lab.scenarios import find, scenario_names
+from ui.room import SAVES
 
 ABOUT = """The whole alignment recipe on one task, for a room: **load a scenario** (its questions, guidelines,
 starter demonstrations and votes), let people write demonstrations and vote in the Demonstrations and Ranking tabs,
@@ -62,17 +63,24 @@ def build_workshop(ctx: Lab) -> None:
             message = gr.Markdown(elem_id="workshop-message")
             status = gr.Markdown(NO_PIPELINE, elem_id="workshop-status")
             progress = gr.Dataframe(headers=STEP_COLUMNS, interactive=False, elem_id="workshop-steps")
-            gr.Markdown("### Before and after")
-            table = gr.Dataframe(interactive=False, wrap=True, elem_id="workshop-table")
-            verdicts = gr.Markdown(NO_TABLE, elem_id="workshop-verdicts")
+    gr.Markdown("### Before and after")
+    table = gr.Dataframe(interactive=False, wrap=True, elem_id="workshop-table")
+    verdicts = gr.Markdown(NO_TABLE, elem_id="workshop-verdicts")
 
     scenario.change(describe_scenario, scenario, about)
     scenario.change(lambda name: gr.update(visible=needs_csv(name)), scenario, truthfulqa)
-    load.click(partial(load_into_workspace, ctx), [scenario, truthfulqa, mix], loaded)
-    run.click(partial(run_recipe, ctx), [scenario, method, steps], message)
-    stop.click(partial(stop_recipe, ctx), outputs=message)
-    resume.click(partial(resume_recipe, ctx), outputs=message)
-    gr.Timer(2.0).tick(partial(show_progress, ctx), outputs=[status, progress, table, verdicts], show_progress="hidden")
+    # Quick writes, like votes: they never wait behind a generation. The progress polls of every browser share
+    # their own group, so a room full of open pages never holds up anything else.
+    load.click(partial(load_into_workspace, ctx), [scenario, truthfulqa, mix], loaded, **SAVES)
+    run.click(partial(run_recipe, ctx), [scenario, method, steps], message, **SAVES)
+    stop.click(partial(stop_recipe, ctx), outputs=message, **SAVES)
+    resume.click(partial(resume_recipe, ctx), outputs=message, **SAVES)
+    gr.Timer(2.0).tick(
+        partial(show_progress, ctx),
+        outputs=[status, progress, table, verdicts],
+        show_progress="hidden",
+        concurrency_id="workshop-progress",
+    )
 
 
 def describe_scenario(name: str) -> str:
