@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,7 @@ def demonstrations_file(folder: Path) -> Path:
     return path
 
 
-def file_size_limit(limit: int):
+def file_size_limit(limit: int) -> Callable[[], None]:
     """For Popen's preexec_fn: no file the child writes may grow past `limit` bytes, as under a full disk or a quota.
     An unprivileged process can set it; Python already ignores SIGXFSZ, so the write fails with EFBIG."""
     return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
