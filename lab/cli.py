@@ -13,6 +13,8 @@ Examples:
     python -m lab eval --models base,<run id> --prompts held_out.jsonl --judge <reward run id>
     python -m lab eval --models base,<run id> --truthfulqa TruthfulQA.csv --system "Answer truthfully." --out r.json
     python -m lab export gguf <run id> --out my-model      # also: adapter (with its model card), merged
+    python -m lab pipeline --scenario truthfulness          # the whole recipe in a fresh workspace of the scenario
+    python -m lab pipeline --scenario truthfulness --workspace workspaces/truthfulness --resume
 """
 
 from __future__ import annotations
