@@ -12,7 +12,7 @@ import hashlib
 import json
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,10 +23,8 @@ from lab.formats.unpaired import unpaired_rows
 from lab.store import Comparison, Store
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Mapping
 
-    from lab.generate import GenerationSettings
-    from lab.models import ModelManager
     from lab.presets import ScenarioPreset
 
 TYPED_QUEUE = "(type your own below)"  # no queue: the voter types each prompt
@@ -132,65 +130,6 @@ def check_sides(sides: list[Side]) -> None:
     labels = [(side.view, side.system.strip()) for side in sides]
     if len(set(labels)) < len(labels):
         raise ValueError("Model A and model B are the same: pick two different models, or give one a system prompt.")
-
-
-@dataclass
-class CandidateStep:
-    """Where making the candidates stands: `done` of `total` answers; `candidates` holds them once all are made."""
-
-    done: int
-    total: int
-    batched: bool  # K samples from one side come in one batched call, so there is nothing between 0 and K
-    candidates: list[dict] = field(default_factory=list)
-
-    @property
-    def text(self) -> str:
-        """What is being done now, in words."""
-        if self.done == self.total:
-            return f"{self.total} answers ready."
-        if self.batched:
-            return f"generating {self.total} answers in one batch…"
-        return f"generating answer {self.done + 1} of {self.total}…"
-
-
-def candidate_steps(
-    models: ModelManager, question: str, sides: list[Side], k: int, settings: GenerationSettings
-) -> Iterator[CandidateStep]:
-    """Make the candidates, yielding before each generation starts (so a caller can say what is happening) and
-    once at the end with the candidates: K samples from one side in a single batched call, or one answer per side."""
-    from lab.generate import build_messages, generate, sample_candidates  # torch: only once answers are wanted
-
-    if not question.strip():
-        raise ValueError("Pick or type a prompt first.")
-    if len(sides) > 1:
-        check_sides(sides)
-    total = k if len(sides) == 1 else len(sides)
-    outs, labels = [], []
-    if len(sides) == 1:
-        side = sides[0]
-        yield CandidateStep(0, total, batched=True)
-        with models.use(side.view) as lm:
-            outs = sample_candidates(lm, build_messages(question, side.system), settings, k)
-        labels = [side.label] * k
-    else:
-        for side in sides:
-            yield CandidateStep(len(outs), total, batched=False)
-            with models.use(side.view) as lm:
-                outs.append(generate(lm, build_messages(question, side.system), settings))
-            labels.append(side.label)
-    settings_row = settings.sampling()
-    candidates = [
-        {"text": out.text, "model": label, "settings": settings_row} for out, label in zip(outs, labels, strict=True)
-    ]
-    yield CandidateStep(total, total, batched=len(sides) == 1, candidates=candidates)
-
-
-def make_candidates(
-    models: ModelManager, question: str, sides: list[Side], k: int, settings: GenerationSettings
-) -> list[dict]:
-    """K answers to one question: K samples from one side in a single batched call, or one answer per side."""
-    *_, last = candidate_steps(models, question, sides, k, settings)
-    return last.candidates
 
 
 def shuffled_order(k: int, rng: random.Random | None = None) -> list[int]:
@@ -359,15 +298,6 @@ def queue_status(
         return QueueStatus(queue, annotator, 0, 0, None, between_models)
     done, upcoming = queue_progress(store, questions, annotator, queue_source(queue), between_models)
     return QueueStatus(queue, annotator, done, len(questions), upcoming, between_models)
-
-
-def next_question(status: QueueStatus, typed: str, use_queue: bool) -> tuple[str, str]:
-    """The question to answer next and the source its vote records: the queue's next one, or the typed prompt."""
-    if not use_queue or status.queue == TYPED_QUEUE:
-        return (typed or "").strip(), "typed"
-    if status.upcoming is None:
-        raise ValueError(f"You have voted on every prompt in '{status.queue}': pick another queue or type a prompt.")
-    return status.upcoming, queue_source(status.queue)
 
 
 # rewards beside the answers: a reward model's view, shown to the person, never stored with the text

@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from lab.preferences import EVAL_QUEUE, evaluation_pairs, queue_source
+from lab.adapters import attach_adapter
+from lab.models import BASE_VIEW
+from lab.preferences import EVAL_QUEUE, Side, check_sides, compares_models, evaluation_pairs, queue_source
 from lab.scenarios import shipped_candidates
 from lab.store import Store
 
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 HOLD_S = 120.0  # how long an item handed out stays reserved for its person (then it goes back to the others)
 AHEAD = 4  # items whose candidates the background worker keeps ready beyond those handed out
 ANSWER_TOKENS = 96  # the default cap on a candidate's length: long enough to judge, short enough to read (and make)
+BACKGROUND = "background"  # the worker's name in the turns: it goes after every person
 ROSTER_COLUMNS = ["person", "votes", "skipped", "demonstrations", "agreement with majority", "flagged"]
 
 
@@ -101,24 +104,36 @@ def next_item(
         return question
     if pick.held_by_others:
         raise ValueError("The items left are being voted on by others right now: press Next again in a minute.")
+    votes = "1 vote" if votes_per_item == 1 else f"{votes_per_item} votes"
     raise ValueError(
-        f"Every item of '{queue}' has its {votes_per_item} vote(s) or your vote: pick another queue or type a prompt."
+        f"You have voted on every item of '{queue}' that still needs votes (each gets {votes}): pick another queue "
+        "or type a prompt."
     )
 
 
-def coverage(store: Store, queue: str, questions: list[str], votes_per_item: int) -> tuple[int, int]:
-    """(items with all the votes asked for, items) in a queue; skips are not votes."""
-    counted = Counter(
-        c.prompt[-1]["content"] for c in store.list_comparisons(source=queue_source(queue)) if c.verdict != "skipped"
+def vote_counts(store: Store, queue: str, between_models: bool | None = None) -> Counter:
+    """Votes per item of a queue (skips are not votes), only those between models (True) or on samples of one
+    model (False) when `between_models` says so: the two ways of ranking an item fill separately."""
+    return Counter(
+        c.prompt[-1]["content"]
+        for c in store.list_comparisons(source=queue_source(queue))
+        if c.verdict != "skipped" and (between_models is None or compares_models(c) == between_models)
     )
+
+
+def coverage(
+    store: Store, queue: str, questions: list[str], votes_per_item: int, between_models: bool | None = None
+) -> tuple[int, int]:
+    """(items with all the votes asked for, items) in a queue."""
+    counted = vote_counts(store, queue, between_models)
     return sum(counted[q] >= votes_per_item for q in questions), len(questions)
 
 
-def still_open(store: Store, queue: str, questions: list[str], votes_per_item: int) -> list[str]:
+def still_open(
+    store: Store, queue: str, questions: list[str], votes_per_item: int, between_models: bool | None = None
+) -> list[str]:
     """The queue's items that still lack votes, in order."""
-    counted = Counter(
-        c.prompt[-1]["content"] for c in store.list_comparisons(source=queue_source(queue)) if c.verdict != "skipped"
-    )
+    counted = vote_counts(store, queue, between_models)
     return [q for q in questions if counted[q] < votes_per_item]
 
 
@@ -317,30 +332,51 @@ class Room:
                 self._jobs.popleft()
                 progress.done += 1
 
+    def answers(
+        self, who: str, question: str, sides: list[Side], count: int, settings: GenerationSettings
+    ) -> Iterator[str | list[dict]]:
+        """`count` answers to `question` as they are written, all in one batched call, after `who`'s turn at the
+        model: while waiting, a line saying why (others' turns); then the candidates so far, each time one grows.
+        One side gives `count` samples of it; several give one answer each. The background worker's turn is
+        "background": it comes after every person's."""
+        from lab.generate import Column, build_messages, stream_columns
+
+        if len(sides) > 1:
+            check_sides(sides)
+        for side in sides:
+            attach_adapter(self.store, self.models, side.view)
+        rows = sides if len(sides) > 1 else sides * count
+        columns = [Column(build_messages(question, side.system), side.view) for side in rows]
+        ticket = self.turns.join(who, background=who == BACKGROUND)
+        try:
+            while not self.turns.wait(ticket, 0.5):
+                yield waiting_text(self.turns.ahead(ticket))
+            yield f"Writing {count} answers…"
+            texts = stream_columns(lambda: self.model(ticket, [side.view for side in rows]), columns, settings)
+            with contextlib.closing(texts):
+                for grown in texts:
+                    yield [
+                        {"text": text.strip(), "model": side.label, "settings": settings.sampling()}
+                        for text, side in zip(grown, rows, strict=True)
+                    ]
+        finally:
+            self.turns.leave(ticket)
+
     def _make(self, job: _Job) -> list[dict] | None:
         """The job's candidates, made and kept, or None if a person arrived while they were being made."""
-        from lab.generate import Column, build_messages, stream_columns
-        from lab.models import BASE_VIEW
-
         while self.models.loading:
             time.sleep(0.5)
         base = self.models.require().base
         if len(self.store.prepared(job.queue, base).get(job.question) or []) == job.k:
             return []
-        ticket = self.turns.join("background", background=True)
-        try:
-            self.turns.wait(ticket)
-            columns = [Column(build_messages(job.question))] * job.k
-            texts: list[str] = []
-            answers = stream_columns(lambda: self.model(ticket, [BASE_VIEW]), columns, job.settings)
-            with contextlib.closing(answers):
-                for grown in answers:
+        candidates: list[dict] = []
+        steps = self.answers(BACKGROUND, job.question, [Side(BASE_VIEW)], job.k, job.settings)
+        with contextlib.closing(steps):
+            for step in steps:
+                if isinstance(step, list):
                     if self.turns.people_waiting():
                         return None
-                    texts = grown
-        finally:
-            self.turns.leave(ticket)
-        candidates = [{"text": t.strip(), "model": BASE_VIEW, "settings": job.settings.sampling()} for t in texts]
+                    candidates = step
         self.store.add_prepared(job.queue, job.question, base, candidates)
         return candidates
 

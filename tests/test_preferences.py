@@ -292,15 +292,13 @@ def test_a_queue_holds_its_scenarios_questions_the_workspace_prompts_or_none(sto
 
 
 def test_queue_status_counts_this_annotators_votes_and_names_the_next_question(store):
-    from lab.preferences import POOL_QUEUE, TYPED_QUEUE, next_question, queue_source, queue_status
+    from lab.preferences import POOL_QUEUE, TYPED_QUEUE, queue_source, queue_status
     from lab.store import Prompt
 
     store.add_prompts([Prompt(q, "open QA", [], "typed") for q in ("One?", "Two?")])
     status = queue_status(store, {}, POOL_QUEUE, "ann")
     assert (status.done, status.total, status.upcoming) == (0, 2, "One?")
     assert status.text == f"**0 of 2 done** in '{POOL_QUEUE}' by ann"
-    assert next_question(status, "typed text", use_queue=True) == ("One?", queue_source(POOL_QUEUE))
-    assert next_question(status, " typed text ", use_queue=False) == ("typed text", "typed")
 
     def on(question: str, annotator: str, source: str = queue_source(POOL_QUEUE)) -> Comparison:
         asked = vote(["a", "b"], [1, 2], annotator=annotator, prompt=[{"role": "user", "content": question}])
@@ -313,10 +311,7 @@ def test_queue_status_counts_this_annotators_votes_and_names_the_next_question(s
     store.add_comparison(on("Two?", "ann"))
     done = queue_status(store, {}, POOL_QUEUE, "ann")
     assert (done.done, done.upcoming) == (2, None)
-    with pytest.raises(ValueError, match="every prompt"):
-        next_question(done, "", use_queue=True)
-    typed = queue_status(store, {}, TYPED_QUEUE, "ann")
-    assert typed.text == "" and next_question(typed, "Mine?", use_queue=True) == ("Mine?", "typed")
+    assert queue_status(store, {}, TYPED_QUEUE, "ann").text == ""
 
 
 def test_a_queue_done_on_samples_of_one_model_can_be_ranked_again_between_models(store):
@@ -343,21 +338,23 @@ def test_two_identical_sides_are_refused_since_they_never_reach_the_leaderboard(
     check_sides([Side("base"), Side("base", "Answer truthfully.")])
 
 
-def test_candidates_are_made_step_by_step_and_say_what_is_happening(tiny_model_dir):
+def test_candidates_stream_from_one_batch_and_say_what_is_happening(store, tiny_model_dir):
     from lab.generate import GenerationSettings
     from lab.models import ModelManager
-    from lab.preferences import Side, candidate_steps
+    from lab.preferences import Side
+    from lab.room import Room
 
     models = ModelManager()
     models.load(str(tiny_model_dir), "fp32", "cpu")
+    room = Room(store, models)
     settings = GenerationSettings(temperature=0.9, top_p=0.95, max_new_tokens=4, seed=0)
-    sides = [Side("base"), Side("base", "Be brief.")]
-    steps = list(candidate_steps(models, "Name a color.", sides, 2, settings))
-    assert [s.text for s in steps] == ["generating answer 1 of 2…", "generating answer 2 of 2…", "2 answers ready."]
-    assert [c["model"] for c in steps[-1].candidates] == ["base", "base + system prompt"]
-    batch = list(candidate_steps(models, "Name a color.", [Side("base")], 3, settings))
-    assert [s.text for s in batch] == ["generating 3 answers in one batch…", "3 answers ready."]
-    assert len(batch[-1].candidates) == 3
+    steps = list(room.answers("ann", "Name a color.", [Side("base"), Side("base", "Be brief.")], 2, settings))
+    assert steps[0] == "Writing 2 answers…" and all(isinstance(s, list) for s in steps[1:])
+    assert [c["model"] for c in steps[-1]] == ["base", "base + system prompt"]
+    assert sum(len(c["text"]) for c in steps[1]) <= sum(len(c["text"]) for c in steps[-1])  # the answers grow
+    batch = list(room.answers("ann", "Name a color.", [Side("base")], 3, settings))
+    assert [c["model"] for c in batch[-1]] == ["base"] * 3
+    assert room.turns.ahead(room.turns.join("bea")) == 0  # every turn taken was given back
 
 
 # the Ranking tab's handlers, without a browser
@@ -388,14 +385,20 @@ def test_a_queue_ranked_on_samples_is_ranked_again_between_two_models(store, tin
     assert nameless == [{screen.note: "**Type your name first:** votes are counted per person."}]
 
     steps = ask(ONE_MODEL)
-    assert [s[screen.note] for s in steps] == ["Generating 2 answers in one batch…", ""]
+    assert steps[0][screen.note] == "Writing 2 answers…" and steps[-1][screen.note] == ""
     cast_vote(ctx, screen, steps[-1][screen.task], "ann", "", POOL, ONE_MODEL, choice="A")
     [done] = ask(ONE_MODEL)
-    assert "You have voted on every prompt" in done[screen.note]
+    assert "You have voted on every item" in done[screen.note]
 
     assert "the same" in ask(TWO_SIDES)[-1][screen.note]  # base against base would never reach the leaderboard
     steps = ask(TWO_SIDES, "Answer briefly.")
-    assert [s[screen.note] for s in steps] == ["Generating answer 1 of 2…", "Generating answer 2 of 2…", ""]
-    assert steps[-1][screen.progress] == f"**0 of 1 done** between models in '{POOL}' by ann"
+    assert steps[0][screen.note] == "Writing 2 answers…" and steps[-1][screen.note] == ""
+    # the vote on samples does not fill the item for a vote between models
+    assert (
+        steps[-1][screen.progress]
+        == f"**0 of 1 done** between models in '{POOL}' by ann · 0 of 1 items have their 1 vote"
+    )
     voted = cast_vote(ctx, screen, steps[-1][screen.task], "ann", "", POOL, TWO_SIDES, choice="B")
-    assert voted[screen.progress] == f"**1 of 1 done** between models in '{POOL}' by ann"
+    assert (
+        voted[screen.progress] == f"**1 of 1 done** between models in '{POOL}' by ann · 1 of 1 items have their 1 vote"
+    )

@@ -7,7 +7,6 @@ showing its reward; the vote records the order shown.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +15,6 @@ from functools import partial
 import gradio as gr
 
 from lab import Lab
-from lab.adapters import attach_adapter
 from lab.generate import GenerationSettings
 from lab.models import BASE_VIEW, ModelError
 from lab.preferences import (
@@ -26,7 +24,6 @@ from lab.preferences import (
     TYPED_QUEUE,
     QueueStatus,
     Side,
-    check_sides,
     evaluation_queues,
     order_by_reward,
     queue_questions,
@@ -44,7 +41,6 @@ from lab.room import (
     ready_candidates,
     room_of,
     still_open,
-    waiting_text,
 )
 from lab.store import Comparison
 from ui.reward_models import NO_REWARD, reward_model_choices
@@ -310,7 +306,8 @@ def show_progress(ctx: Lab, annotator: str, queue: str, mode: str, login: str | 
     if not status.total:
         return status.text
     wanted = ctx.store.votes_per_item(queue)
-    complete, total = coverage(ctx.store, queue, queue_questions(ctx.store, ctx.scenarios, queue), wanted)
+    questions = queue_questions(ctx.store, ctx.scenarios, queue)
+    complete, total = coverage(ctx.store, queue, questions, wanted, _between(ctx, queue, mode))
     return f"{status.text} · {complete} of {total} items have their {wanted} vote{'s' if wanted > 1 else ''}"
 
 
@@ -337,7 +334,7 @@ def prepare_items(ctx: Lab, queue: str, count: float | None, k: float, temperatu
         yield "This queue needs no preparing: typed prompts are answered as they come, an evaluation's already were."
         return
     questions = queue_questions(ctx.store, ctx.scenarios, queue)
-    open_items = still_open(ctx.store, queue, questions, ctx.store.votes_per_item(queue))[: int(count or 0)]
+    open_items = still_open(ctx.store, queue, questions, ctx.store.votes_per_item(queue), False)[: int(count or 0)]
     if not open_items:
         yield f"Every item of '{queue}' has its votes: nothing to prepare."
         return
@@ -397,7 +394,7 @@ def next_task(
     base = ctx.models.loaded.base if ctx.models.loaded else ""
     samples, evaluation = mode == ONE_MODEL, queue in evaluation_queues(ctx.store)
     if from_queue and samples and not evaluation:  # keep the next items ready
-        upcoming = [q for q in still_open(ctx.store, queue, questions, wanted) if q != question]
+        upcoming = [q for q in still_open(ctx.store, queue, questions, wanted, False) if q != question]
         room_of(ctx).prepare(queue, upcoming[:AHEAD], count, settings)
     ready = None
     if from_queue and (samples or evaluation):
@@ -409,7 +406,7 @@ def next_task(
     order = shuffled_order(count)
     candidates = None
     try:
-        for step in stream_candidates(ctx, annotator, question, sides, count, settings):
+        for step in room_of(ctx).answers(annotator, question, sides, count, settings):
             if isinstance(step, str):
                 yield {screen.typed: question, screen.note: step}
             else:
@@ -424,36 +421,6 @@ def next_task(
     if from_queue and samples:
         room_of(ctx).keep(queue, question, candidates)
     yield show_task(ctx, screen, question, source, candidates, annotator, queue, mode, order)
-
-
-def stream_candidates(
-    ctx: Lab, annotator: str, question: str, sides: list[Side], count: int, settings: GenerationSettings
-) -> Iterator[str | list[dict]]:
-    """The answers as they are written, all in one batched call: a line saying why it waits while it waits (the
-    model loading, others' turns), then the candidates so far, each time one grows."""
-    from lab.generate import Column, build_messages, stream_columns
-
-    if len(sides) > 1:
-        check_sides(sides)
-    for side in sides:
-        attach_adapter(ctx.store, ctx.models, side.view)
-    room = room_of(ctx)
-    both = sides if len(sides) > 1 else sides * count
-    columns = [Column(build_messages(question, side.system), side.view) for side in both]
-    ticket = room.turns.join(annotator)
-    try:
-        while not room.turns.wait(ticket, 0.5):
-            yield waiting_text(room.turns.ahead(ticket))
-        yield f"Writing {count} answers…"
-        answers = stream_columns(lambda: room.model(ticket, [side.view for side in both]), columns, settings)
-        with contextlib.closing(answers):
-            for texts in answers:
-                yield [
-                    {"text": text.strip(), "model": side.label, "settings": settings.sampling()}
-                    for text, side in zip(texts, both, strict=True)
-                ]
-    finally:
-        room.turns.leave(ticket)
 
 
 def show_task(
