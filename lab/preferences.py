@@ -195,8 +195,8 @@ def queue_source(queue: str) -> str:
 
 
 def queue_questions(store: Store, scenarios: Mapping[str, ScenarioPreset], queue: str) -> list[str]:
-    """The questions a ranking queue holds, in order: a scenario's question set, the workspace's prompts, or none."""
-    from lab.presets import load_question_set
+    """The questions a ranking queue holds, in order: a scenario's questions, the workspace's prompts, or none."""
+    from lab.scenarios import queue_questions as scenario_questions
 
     if queue == TYPED_QUEUE:
         return []
@@ -204,7 +204,7 @@ def queue_questions(store: Store, scenarios: Mapping[str, ScenarioPreset], queue
         return [p.text for p in store.list_prompts()]
     if queue.startswith(f"{EVAL_QUEUE}:"):
         return list(evaluation_pairs(store, queue))
-    return [p.text for p in load_question_set(scenarios[queue].questions)]
+    return scenario_questions(store, scenarios[queue].name)
 
 
 def send_to_ranking(store: Store, run_id: str, model: str) -> str:

@@ -186,6 +186,13 @@ def test_truthfulqa_is_built_from_the_csv_with_its_held_out_questions_apart(tmp_
     chosen = check([p["prompt"] for p in pairs], [p["chosen"][0]["content"] for p in pairs])
     rejected = check([p["prompt"] for p in pairs], [p["rejected"][0]["content"] for p in pairs])
     assert mean(chosen) > mean(rejected)
+    # its ranking queue and an RL run on it use the questions seeded here, never the held-out ones
+    from lab.preferences import queue_questions
+    from lab.train.snapshot import DATA_KINDS
+
+    assert set(queue_questions(lab.store, lab.scenarios, "TruthfulQA")) == {p.text for p in lab.store.list_prompts()}
+    rows, source, _ = DATA_KINDS["prompts"](lab.store, "", {"scenario": "TruthfulQA"})
+    assert len(rows) == 8 and source == "scenario TruthfulQA's questions"
 
 
 def test_a_bad_truthfulqa_file_makes_no_workspace(tmp_path):

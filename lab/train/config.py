@@ -103,7 +103,7 @@ class RolloutSettings:
     reward: str = help_field(
         "length:100",
         "What to reward: a weighted sum of terms, e.g. 'model:RUN_ID + 0.5*length:200 - contains:sorry' "
-        "(see lab.rewards: model, length, contains, not_contains, regex, refusal, scenario).",
+        "(see lab.rewards: model, length, contains, not_contains, regex, refusal, echo, refuses_tagged, scenario).",
     )
     num_generations: int = help_field(
         4, "Completions sampled per prompt (K), compared with each other.", low=2, high=64

@@ -137,12 +137,17 @@ def _prompt_rows(store, data_file: str, options: dict) -> tuple[list[dict], str,
         return [{"prompt": turns(row["prompt"])} for row in records], f"file {Path(data_file).name}", {}
     scenario = options.get("scenario") or ""
     if scenario:
-        from lab.presets import load_question_set, scenario_presets
+        from lab.presets import scenario_presets
+        from lab.scenarios import queue_questions
 
         scenarios = scenario_presets()
         if scenario not in scenarios:
             raise DataFileError(f"No scenario named '{scenario}': choose one of {', '.join(scenarios)}.")
-        texts = [p.text for p in load_question_set(scenarios[scenario].questions)]
+        texts = queue_questions(store, scenario)
+        if not texts:
+            raise DataFileError(
+                f"Scenario '{scenario}' has no questions in this workspace yet: load the scenario first."
+            )
         return [{"prompt": turns(t)} for t in texts], f"scenario {scenario}'s questions", {}
     return [{"prompt": turns(p.text)} for p in store.list_prompts()], "workspace prompt pool", {}
 
