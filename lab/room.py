@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-import weakref
 from collections import Counter, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +31,6 @@ from lab.scenarios import shipped_candidates
 from lab.store import Store
 
 if TYPE_CHECKING:
-    from lab import Lab
     from lab.generate import GenerationSettings
     from lab.models import LoadedModel, ModelManager
     from lab.store.room import VoteRow
@@ -274,6 +272,7 @@ class Room:
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self.preparations: dict[str, Preparation] = {}  # by queue
+        self._closing = False
 
     @contextmanager
     def model(self, ticket: Ticket, views: list[str]) -> Iterator[LoadedModel]:
@@ -308,6 +307,16 @@ class Room:
                 self._worker.start()
         return progress
 
+    def close(self) -> None:
+        """Drop the items still to prepare and wait until the worker has left its answer in the middle."""
+        with self._lock:
+            self._jobs.clear()
+            self._closing = True
+            worker = self._worker
+        if worker is not None:
+            worker.join()
+        self._closing = False
+
     def _work(self) -> None:
         from lab.models import ModelError
 
@@ -329,8 +338,9 @@ class Room:
                 time.sleep(0.2)
                 continue
             with self._lock:
-                self._jobs.popleft()
-                progress.done += 1
+                if self._jobs and self._jobs[0] is job:  # close() may have dropped it meanwhile
+                    self._jobs.popleft()
+                    progress.done += 1
 
     def answers(
         self, who: str, question: str, sides: list[Side], count: int, settings: GenerationSettings
@@ -373,24 +383,12 @@ class Room:
         steps = self.answers(BACKGROUND, job.question, [Side(BASE_VIEW)], job.k, job.settings)
         with contextlib.closing(steps):
             for step in steps:
+                if self._closing or (isinstance(step, list) and self.turns.people_waiting()):
+                    return None
                 if isinstance(step, list):
-                    if self.turns.people_waiting():
-                        return None
                     candidates = step
         self.store.add_prepared(job.queue, job.question, base, candidates)
         return candidates
-
-
-_rooms: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Lab → its Room, made when first asked for
-_rooms_lock = threading.Lock()
-
-
-def room_of(lab: Lab) -> Room:
-    """The one room of a Lab, shared by every tab and person, so turns at its model are taken in one line."""
-    with _rooms_lock:
-        if lab not in _rooms:
-            _rooms[lab] = Room(lab.store, lab.models)
-        return _rooms[lab]
 
 
 # the instructor's view

@@ -152,6 +152,8 @@ class Lab:
         self._reward_model: tuple | None = None  # (key, LoadedModel) of the reward model Lab.score last used
         self._reward_lock = threading.Lock()  # one load at a time: Ranking and Chat may score at once
         self._app = None  # the app `app()` serves in a notebook (lab.notebook.InlineApp)
+        self._room = None  # lab.room.Room, made when first asked for
+        self._room_lock = threading.Lock()
 
     @classmethod
     def from_scenario(
@@ -287,12 +289,25 @@ class Lab:
             self._app.close()
             self._app = None
 
+    @property
+    def room(self):
+        """The workshop room (lab.room.Room): turns at the model for everyone the app serves, and the worker that
+        makes Ranking's answers ahead. One per Lab, so every tab and person queues in one line."""
+        from lab.room import Room
+
+        with self._room_lock:
+            if self._room is None:
+                self._room = Room(self.store, self.models)
+            return self._room
+
     def close(self) -> None:
         """Stop the app `app()` started and free the loaded model (and the reward model `score` keeps).
         Runs training now go on in their own processes; `load()` or the next generation loads a model again."""
         from lab.models import free_memory
 
         self._close_app()
+        if self._room is not None:
+            self._room.close()  # answers being made ahead stop; those kept in the workspace stay
         self.wait_for_model()  # a load in the background would set the model again after this
         self._reward_model = None
         self.models.loaded = None

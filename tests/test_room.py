@@ -12,7 +12,7 @@ from conftest import wait_for
 from lab import Lab
 from lab.generate import GenerationSettings
 from lab.preferences import POOL_QUEUE, queue_source
-from lab.room import Turns, coverage, next_item, ready_candidates, room_of, roster
+from lab.room import Turns, coverage, next_item, ready_candidates, roster
 from lab.store import Comparison, Demonstration, Prompt, Store
 from ui.room import signed
 
@@ -133,7 +133,7 @@ def lab(tmp_path, tiny_model_dir):
 def test_the_background_worker_prepares_a_queue_and_next_shows_those_answers_without_generating(lab):
     from ui.ranking import next_task
 
-    room = room_of(lab)
+    room = lab.room
     progress = room.prepare(POOL_QUEUE, QUESTIONS[:3], 2, SETTINGS)
     wait_for(lambda: progress.done == 3 or progress.problem, timeout=120, what="three items prepared")
     assert progress.text == "3 items prepared: their answers are ready." and not progress.problem
@@ -169,6 +169,17 @@ def test_the_background_worker_prepares_a_queue_and_next_shows_those_answers_wit
         room.turns.leave(held)
     task = steps[-1][screen.task]
     assert sorted(c["text"] for c in task["candidates"]) == ["one", "two"]
+
+
+def test_closing_the_lab_stops_the_answers_being_made_ahead_and_keeps_those_made(lab):
+    import threading
+
+    base = lab.models.loaded.base
+    progress = lab.room.prepare(POOL_QUEUE, QUESTIONS, 2, SETTINGS)
+    wait_for(lambda: progress.done >= 1, timeout=120, what="one item prepared")
+    lab.close()
+    assert not any(t.name == "prepare-candidates" for t in threading.enumerate())
+    assert 1 <= len(lab.store.prepared(POOL_QUEUE, base)) < len(QUESTIONS)
 
 
 def _screen():
@@ -258,7 +269,7 @@ def test_over_http_a_vote_is_signed_by_the_login_and_never_waits_behind_a_genera
         ann, bea = Client(url, auth=("ann", "pw"), verbose=False), Client(url, auth=("bea", "pw"), verbose=False)
         shown = ann.predict("pretending to be bea", *setup, api_name="/ranking_next")
         assert shown[0] == QUESTIONS[0]  # the prepared item, at once
-        room = room_of(lab)
+        room = lab.room
         busy = room.turns.join("the instructor")  # the model is busy until the test says so
         try:
             waiting = bea.submit("bea", *setup, api_name="/ranking_next")  # the second item has no answers yet

@@ -39,7 +39,6 @@ from lab.room import (
     coverage,
     next_item,
     ready_candidates,
-    room_of,
     still_open,
 )
 from lab.store import Comparison
@@ -338,7 +337,7 @@ def prepare_items(ctx: Lab, queue: str, count: float | None, k: float, temperatu
     if not open_items:
         yield f"Every item of '{queue}' has its votes: nothing to prepare."
         return
-    progress = room_of(ctx).prepare(queue, open_items, int(k), _settings(temperature, max_tokens))
+    progress = ctx.room.prepare(queue, open_items, int(k), _settings(temperature, max_tokens))
     while progress.done < progress.asked and not progress.problem:
         yield progress.text
         time.sleep(1.0)
@@ -395,7 +394,7 @@ def next_task(
     samples, evaluation = mode == ONE_MODEL, queue in evaluation_queues(ctx.store)
     if from_queue and samples and not evaluation:  # keep the next items ready
         upcoming = [q for q in still_open(ctx.store, queue, questions, wanted, False) if q != question]
-        room_of(ctx).prepare(queue, upcoming[:AHEAD], count, settings)
+        ctx.room.prepare(queue, upcoming[:AHEAD], count, settings)
     ready = None
     if from_queue and (samples or evaluation):
         ready = ready_candidates(ctx.store, queue, question, count, base)
@@ -406,7 +405,7 @@ def next_task(
     order = shuffled_order(count)
     candidates = None
     try:
-        for step in room_of(ctx).answers(annotator, question, sides, count, settings):
+        for step in ctx.room.answers(annotator, question, sides, count, settings):
             if isinstance(step, str):
                 yield {screen.typed: question, screen.note: step}
             else:
@@ -419,7 +418,7 @@ def next_task(
         yield {screen.note: f"**{err}**"}
         return
     if from_queue and samples:
-        room_of(ctx).keep(queue, question, candidates)
+        ctx.room.keep(queue, question, candidates)
     yield show_task(ctx, screen, question, source, candidates, annotator, queue, mode, order)
 
 
