@@ -14,6 +14,7 @@ from ui.evaluation import build_evaluation
 from ui.prompting import build_prompting
 from ui.ranking import build_ranking
 from ui.reward import build_reward
+from ui.steps import step_tab
 from ui.training import build_training
 from ui.workshop import build_workshop
 
@@ -36,23 +37,23 @@ def build_app(ctx: Lab) -> gr.Blocks:
         gr.Timer(1.0).tick(model_status, outputs=status, show_progress="hidden", api_name="model_status")
         with gr.Tab("Workshop", id="workshop"):
             build_workshop(ctx)
-        with gr.Tab("Chat", id="chat"):
+        with step_tab("Chat", "chat"):
             build_chat(ctx)
-        with gr.Tab("Compare", id="compare"):
+        with step_tab("Compare", "compare"):
             build_compare(ctx)
-        with gr.Tab("Prompting", id="prompting"):
+        with step_tab("Prompting", "prompting"):
             build_prompting(ctx)
-        with gr.Tab("Demonstrations", id="demonstrations"):
+        with step_tab("Demonstrations", "demonstrations"):
             build_demonstrations(ctx, app)
-        with gr.Tab("Training", id="training") as training:
+        with step_tab("Training", "training") as training:
             build_training(ctx, training)
-        with gr.Tab("Ranking", id="ranking"):
+        with step_tab("Ranking", "ranking"):
             build_ranking(ctx, app)
-        with gr.Tab("Arena", id="arena") as arena:
+        with step_tab("Arena", "arena") as arena:
             build_arena(ctx, arena)
-        with gr.Tab("Reward", id="reward") as reward:
+        with step_tab("Reward", "reward") as reward:
             build_reward(ctx, reward)
-        with gr.Tab("Evaluation", id="evaluation") as evaluation:
+        with step_tab("Evaluation", "evaluation") as evaluation:
             build_evaluation(ctx, evaluation)
 
         def forget(request: gr.Request) -> None:  # Gradio injects the request by this annotation

@@ -88,7 +88,7 @@ def build_chat(ctx: Lab) -> None:
                     value=NO_REWARD,
                     label="Score replies with",
                     elem_id="chat-scorer",
-                    info="A reward model: rewards show under the chat",
+                    info="A reward model trained in the Reward tab: rewards show under the chat",
                 )
         with gr.Column(scale=2):
             system = gr.Textbox(label="System prompt", lines=3, placeholder="Optional, e.g. 'Answer in one sentence.'")
@@ -120,7 +120,7 @@ def build_chat(ctx: Lab) -> None:
                     value=BASE_VIEW,
                     label="Adapter",
                     elem_id="chat-adapter",
-                    info="'base' runs with every adapter disabled",
+                    info="'base' runs with every adapter disabled; the Training tab makes adapters",
                 )
 
     sampling = [system, temperature, top_p, max_new, seed, stop, view]

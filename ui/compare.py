@@ -86,7 +86,7 @@ def build_compare(ctx: Lab) -> None:
             value=NO_REWARD,
             label="Score replies with",
             elem_id="compare-scorer",
-            info="A reward model: each column's last reply shows its reward",
+            info="A reward model trained in the Reward tab: each column's last reply shows its reward",
             scale=2,
         )
         annotator = gr.Textbox(
@@ -109,6 +109,7 @@ def build_compare(ctx: Lab) -> None:
                     buttons=["copy"],
                     feedback_options=None,
                     elem_id=f"compare-chat-{n}",
+                    placeholder="Pick a model and an optional system prompt above, then send a message below.",
                 )
                 reward = gr.Markdown(elem_id=f"compare-reward-{n}")
                 better = gr.Button("This one is better", size="sm", elem_id=f"compare-better-{n}")

@@ -28,6 +28,11 @@ DRAFT_TOKENS = 256  # how long a model draft may grow
 PRESET = "cpu-default"  # the training preset whose max_length a saved demonstration is checked against
 TABLE_COLUMNS = ["id", "prompt", "response", "category", "origin", "status", "author", "tags"]
 TURN_COLUMNS = ["role", "content"]
+NO_DEMONSTRATIONS = (
+    "**No demonstrations yet:** write a prompt and its ideal response on the left and press **Save**, draft one "
+    "with the model, or add a starter set under **Import and export** below. Accepted demonstrations are what the "
+    "Training tab's **sft** method trains on."
+)
 
 
 def demonstrations_table(ctx: Lab, search: str, category: str | None, origins: list[str], status: str):
@@ -265,6 +270,7 @@ def refresh_table(
     live = ctx.store.list_demonstrations(status=None)
     by_status = {s: sum(d.status == s for d in live) for s in ("accepted", "pending", "rejected")}
     counts = f"{len(frame)} shown · {by_status['accepted']} accepted · {by_status['pending']} pending review"
+    counts = counts if live else NO_DEMONSTRATIONS
     rows = [(f"#{r.id} · {r.prompt[:40]}", int(r.id)) for r in frame.itertuples()]
     return {
         view.table: frame,

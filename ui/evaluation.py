@@ -24,6 +24,11 @@ from ui.reward_models import NO_REWARD, reward_model_choices
 
 POOL = "the workspace's prompt pool"
 NO_EXPERIMENT = "(none: type the prompt)"
+NO_EVALUATION = (
+    "**No evaluation yet:** pick the models and the held-out prompts on the left and press **Run evaluation**; "
+    "its table and chart show here. To have an *after* to compare, train an adapter in the Training tab first."
+)
+PICK_EVALUATION = "Pick an evaluation above to see its table and chart."
 
 
 def build_evaluation(ctx: Lab, tab: gr.Tab | None = None) -> None:
@@ -96,9 +101,9 @@ def build_evaluation(ctx: Lab, tab: gr.Tab | None = None) -> None:
                 elem_id="eval-runs",
             )
             status = gr.Markdown(elem_id="eval-status")
-            verdicts = gr.Markdown(elem_id="eval-verdict")
-            table = gr.Dataframe(interactive=False, wrap=True, elem_id="eval-table")
-            chart = gr.Plot(elem_id="eval-chart")
+            verdicts = gr.Markdown(partial(empty_results, ctx, None), elem_id="eval-verdict")  # on every page load
+            table = gr.Dataframe(interactive=False, wrap=True, elem_id="eval-table", visible=False)
+            chart = gr.Plot(elem_id="eval-chart", visible=False)
             categories = gr.Dataframe(interactive=False, label="TruthfulQA by category (first run)", visible=False)
             with gr.Row(equal_height=True):
                 send_model = gr.Dropdown([], label="Send a model's pairs to the Ranking tab", scale=2)
@@ -216,7 +221,8 @@ def show_reports(ctx: Lab, run_ids: list[str] | None):
     """The table and chart of the reports picked, the verdicts, and the first's TruthfulQA per category."""
     reports = {i: r for i in run_ids or [] if (r := read_report(ctx.store.runs_dir / i)) is not None}
     if not reports:
-        return pd.DataFrame(), None, "", gr.update(visible=False), gr.update(choices=[], value=None)
+        hidden = gr.update(value=None, visible=False)
+        return hidden, hidden, empty_results(ctx, run_ids), hidden, gr.update(choices=[], value=None)
     table = report_table(reports)
     verdicts = [f"- {v['sentence']}" for r in reports.values() for v in r.get("verdicts", [])]
     first = next(iter(reports.values()))
@@ -224,12 +230,20 @@ def show_reports(ctx: Lab, run_ids: list[str] | None):
     by_category = pd.concat(frames) if frames else pd.DataFrame()
     models = [row["model"] for row in first["models"][1:]]
     return (
-        summary_table(table),
-        report_figure(table),
+        gr.update(value=summary_table(table), visible=True),
+        gr.update(value=report_figure(table), visible=True),
         "\n".join(verdicts),
         gr.update(value=by_category, visible=not by_category.empty),
         gr.update(choices=models, value=models[0] if models else None),
     )
+
+
+def empty_results(ctx: Lab, picked: list[str] | None) -> str:
+    """What the results say with no report to show: how to get one, or nothing while a picked one runs (its status
+    line says how far it is)."""
+    if picked:
+        return ""
+    return PICK_EVALUATION if run_choices(ctx) else NO_EVALUATION
 
 
 def watch(ctx: Lab, picked: list[str] | None):

@@ -20,6 +20,11 @@ from ui.errors import UserError
 VARIANT_COLUMNS = ["name", "system", "template"]
 STARTER = "starter: "
 CELL_CHARS = 280  # a cell shows this much of its answer; clicking it shows the whole text below the grid
+GRID_COLUMNS = ["question", "responses"]  # the grid's headers before anything is answered
+NO_EXPERIMENT = (
+    "**No experiment open:** pick a starter under **Open an experiment** (e.g. *starter: Truthfulness prompt vs "
+    "plain*), or write prompt variants and questions above and press **Run**; the answers fill the grid below."
+)
 
 
 def list_experiments(ctx: Lab) -> list[tuple[str, str]]:
@@ -73,7 +78,12 @@ def build_prompting(ctx: Lab) -> PromptingView:
     """Lay out the tab and wire its events; returns its components."""
     with gr.Row():
         picker = gr.Dropdown(
-            list_experiments(ctx), label="Open an experiment", scale=4, value=None, elem_id="experiment-picker"
+            list_experiments(ctx),
+            label="Open an experiment",
+            info="A starter experiment, or one saved in this workspace",
+            scale=4,
+            value=None,
+            elem_id="experiment-picker",
         )
         new = gr.Button("New experiment", scale=1)
     with gr.Row():
@@ -109,8 +119,9 @@ def build_prompting(ctx: Lab) -> PromptingView:
         # Holds the file Export wrote; shown too, in case the browser blocks the automatic download.
         download = gr.DownloadButton("Download CSV", visible=False, elem_id="download-csv")
         note = gr.Markdown(elem_id="editor-note")
-    status = gr.Markdown(elem_id="experiment-status")
+    status = gr.Markdown(NO_EXPERIMENT, elem_id="experiment-status")
     summary = gr.Dataframe(
+        pd.DataFrame(columns=experiments.SUMMARY_COLUMNS),
         label="Per variant and model (mark cells good or bad to see which wins)",
         interactive=False,
         elem_id="variant-summary",
@@ -118,6 +129,7 @@ def build_prompting(ctx: Lab) -> PromptingView:
     # Columns share the width (wrapping, each answer cut at CELL_CHARS), so every variant is on screen side by side;
     # without widths the table sizes columns to their longest answer and runs thousands of pixels wide.
     grid = gr.Dataframe(
+        pd.DataFrame(columns=GRID_COLUMNS),
         label="Responses: click a cell to read it whole, then mark it",
         interactive=False,
         wrap=True,
@@ -320,9 +332,9 @@ def show_results(ctx: Lab, ui: PromptingView, experiment_id: int | None, message
     hidden = gr.update(value=None, visible=False)
     if experiment_id is None:
         return {
-            ui.status: message,
+            ui.status: message or NO_EXPERIMENT,
             ui.summary: pd.DataFrame(columns=experiments.SUMMARY_COLUMNS),
-            ui.grid: pd.DataFrame(columns=["question", "responses"]),
+            ui.grid: pd.DataFrame(columns=GRID_COLUMNS),
             ui.export: gr.update(interactive=False),
             ui.download: hidden,
         }

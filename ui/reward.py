@@ -23,12 +23,11 @@ from ui.votes import VotePicker, build_vote_picker, pair_count
 
 WORST_COLUMNS = ["#", "prompt", "chosen by the annotators", "rejected", "chosen reward", "rejected reward", "votes"]
 RESPONSES = 4
-INTRO = (
-    "A reward model turns the votes into a score: trained so that the answer people chose scores above the one "
-    "they rejected (Bradley-Terry). Check it before trusting it: on pairs it never saw it should beat the "
-    "*always prefer the longer answer* baseline, and it cannot do better than the annotators agree with each "
-    "other. Then it scores answers in the Ranking and Chat tabs, and is the reward RL tunes the policy on."
+NO_REWARD_MODEL = (
+    "**No reward model yet:** vote in the Ranking tab (or import pairs in the Arena), then train one above, "
+    "or in the Training tab with method *reward*."
 )
+PICK_AND_INSPECT = "Pick a reward model above and press **Inspect** to see whether to trust it."
 
 
 @dataclass
@@ -46,7 +45,6 @@ class Inspection:
 
 
 def build_reward(ctx: Lab, tab: gr.Tab | None = None) -> None:
-    gr.Markdown(INTRO)
     runs = reward_model_choices(ctx, with_none=False)
     run = gr.Dropdown(
         runs,
@@ -70,10 +68,10 @@ def build_reward(ctx: Lab, tab: gr.Tab | None = None) -> None:
 
     gr.Markdown("### Inspect")
     inspect = gr.Button("Inspect on its held-out pairs", elem_id="reward-inspect")
-    summary = gr.Markdown(elem_id="reward-summary")
-    with gr.Row():
-        histogram = gr.Plot(label="Rewards of chosen and rejected answers")
-        lengths = gr.Plot(label="Reward against length")
+    summary = gr.Markdown(partial(inspect_hint, ctx), elem_id="reward-summary")  # on every page load
+    with gr.Row():  # the figures show once a model is inspected
+        histogram = gr.Plot(label="Rewards of chosen and rejected answers", visible=False)
+        lengths = gr.Plot(label="Reward against length", visible=False)
     worst = gr.Dataframe(
         pd.DataFrame(columns=WORST_COLUMNS),
         label="Held-out pairs it gets most wrong (the rejected answer scored furthest above the chosen one)",
@@ -132,6 +130,11 @@ def start_training(ctx: Lab, votes: VotePicker, preset: gr.Dropdown, values: dic
     return message, gr.update(choices=reward_model_choices(ctx, with_none=False))
 
 
+def inspect_hint(ctx: Lab) -> str:
+    """What the Inspect section says before anything is inspected: train a model first, or pick one."""
+    return PICK_AND_INSPECT if reward_model_choices(ctx, with_none=False) else NO_REWARD_MODEL
+
+
 def inspect_run(ctx: Lab, view: Inspection, run_id: str | None) -> dict:
     if not run_id:
         raise UserError("Pick a reward model first (train one above if there is none).")
@@ -155,8 +158,8 @@ def inspect_run(ctx: Lab, view: Inspection, run_id: str | None) -> dict:
     ]
     return {
         view.summary: report.summary(),
-        view.histogram: report.reward_histogram(),
-        view.lengths: report.reward_vs_length(),
+        view.histogram: gr.update(value=report.reward_histogram(), visible=True),
+        view.lengths: gr.update(value=report.reward_vs_length(), visible=True),
         view.worst: pd.DataFrame(rows, columns=WORST_COLUMNS),
         view.pick: gr.update(choices=[str(n) for n in range(1, len(rows) + 1)], value=None),
         view.pairs: report.worst,

@@ -28,6 +28,12 @@ RUN_COLUMNS = ["id", "name", "method", "status", "steps", "final loss", "created
 SAMPLE_COLUMNS = ["step", "prompt", "completion", "reward"]  # reward: RL runs write the reward of each rollout
 NEW_ADAPTER = "(new adapter)"
 PROMPT_POOL = "the workspace's prompt pool"
+NO_RUNS = (
+    "**No runs yet:** pick a method on the left and press **Start training**. **sft** trains on the accepted "
+    "demonstrations (Demonstrations tab); **reward** and **dpo** on the votes (Ranking tab); the RL methods on "
+    "prompts, scored by a reward. The Workshop tab runs the whole recipe in one go."
+)
+PICK_RUN = "Pick a run to see its progress and curves."
 MEMORY_FIELDS = {  # the form fields the memory estimate reads
     *("batch_size", "grad_accum", "max_length", "lora_r", "lora_dropout", "target_modules", "mixed_precision"),
     *("pairing", "num_generations", "max_completion_length", "kl_coef"),
@@ -98,7 +104,7 @@ def build_training(ctx: Lab, tab: gr.Tab | None = None) -> NewRunForm:
             with gr.Row():
                 stop = gr.Button("Stop (keeps the adapter)", variant="stop", size="sm")
                 resume = gr.Button("Resume", size="sm")
-            status = gr.Markdown(elem_id="run-status")
+            status = gr.Markdown(partial(no_run_picked, ctx), elem_id="run-status")
             build_export(ctx, selected)
     with gr.Accordion("Hyperparameters", open=False):
         for spec in training_methods().values():
@@ -112,7 +118,7 @@ def build_training(ctx: Lab, tab: gr.Tab | None = None) -> NewRunForm:
         start = gr.Button("Start training", variant="primary", elem_id="start-run", scale=1)
         start_message = gr.Markdown(elem_id="start-message")
     memory = gr.Markdown(elem_id="memory-estimate")
-    plot = gr.Plot(label="Curves")
+    plot = gr.Plot(label="Curves", visible=False)  # shown with a run
     samples = gr.Dataframe(
         pd.DataFrame(columns=SAMPLE_COLUMNS),
         label="What the model answers as it trains (samples.jsonl)",
@@ -359,11 +365,17 @@ def poll(ctx: Lab, view: RunView, run_id: str | None, other: str | None, tails: 
     return {view.table: runs_table(ctx, tails), **show_run(ctx, view, run_id, other, tails)}
 
 
+def no_run_picked(ctx: Lab) -> str:
+    """What the runs side says with no run picked: how to start one, or to pick one."""
+    return PICK_RUN if ctx.store.list_runs() else NO_RUNS
+
+
 def show_run(ctx: Lab, view: RunView, run_id: str | None, other: str | None, tails: dict) -> dict:
     if not run_id:
         no_samples = pd.DataFrame(columns=SAMPLE_COLUMNS)
-        empty = {view.plot: None, view.samples: no_samples, view.config: "", view.log: "", view.tails: tails}
-        return {view.status: "Pick a run to see its progress and curves.", **empty}
+        no_plot = gr.update(value=None, visible=False)
+        empty = {view.plot: no_plot, view.samples: no_samples, view.config: "", view.log: "", view.tails: tails}
+        return {view.status: no_run_picked(ctx), **empty}
     run = ctx.store.get_run(run_id)
     spec = get_method(run.method)
     folder = jobs.run_dir(ctx.store, run_id)
@@ -390,7 +402,7 @@ def show_run(ctx: Lab, view: RunView, run_id: str | None, other: str | None, tai
     answers = pd.DataFrame(sampled, columns=columns)
     return {
         view.status: "\n\n".join(lines),
-        view.plot: curves(series, spec.panels),
+        view.plot: gr.update(value=curves(series, spec.panels), visible=True),
         view.samples: answers,
         view.config: config,
         view.log: log_tail(folder, 20),
