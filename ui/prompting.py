@@ -20,6 +20,7 @@ from ui.errors import UserError
 VARIANT_COLUMNS = ["name", "system", "template"]
 STARTER = "starter: "
 CELL_CHARS = 280  # a cell shows this much of its answer; clicking it shows the whole text below the grid
+STARTER_READY = "A starter, not run yet: press **Run** to answer every question with every variant."
 GRID_COLUMNS = ["question", "responses"]  # the grid's headers before anything is answered
 NO_EXPERIMENT = (
     "**No experiment open:** pick a starter under **Open an experiment** (e.g. *starter: Truthfulness prompt vs "
@@ -243,7 +244,7 @@ def open_experiment(ctx: Lab, ui: PromptingView, key: str | None) -> dict:
         ui.temperature: s.get("temperature", 0.0),
         ui.max_new: s.get("max_new_tokens", 96),
         ui.seed: s.get("seed") or 0,
-        **show_results(ctx, ui, eid),
+        **show_results(ctx, ui, eid, "" if eid else STARTER_READY),
     }
 
 
