@@ -139,6 +139,9 @@ class ScenarioPreset(_Strict):
         description="Built from the user's TruthfulQA CSV: its questions, Best Answer demonstrations and (Best "
         "Answer, an Incorrect Answer) pairs, with a held-out split for MC1/MC2.",
     )
+    votes_per_item: int = Field(
+        1, ge=1, le=20, description="Votes each queued question gets before it stops being handed out (Ranking)."
+    )
     held_out_fraction: float = Field(0.2, gt=0, lt=1, description="TruthfulQA: the share of questions held out.")
     split_seed: int = Field(42, ge=0, description="TruthfulQA: the seed of the question-level split.")
 

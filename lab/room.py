@@ -17,7 +17,7 @@ import contextlib
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -33,6 +33,7 @@ from lab.store import Store
 if TYPE_CHECKING:
     from lab.generate import GenerationSettings
     from lab.models import LoadedModel, ModelManager
+    from lab.presets import ScenarioPreset
     from lab.store.room import VoteRow
 
 HOLD_S = 120.0  # how long an item handed out stays reserved for its person (then it goes back to the others)
@@ -117,6 +118,12 @@ def vote_counts(store: Store, queue: str, between_models: bool | None = None) ->
         for c in store.list_comparisons(source=queue_source(queue))
         if c.verdict != "skipped" and (between_models is None or compares_models(c) == between_models)
     )
+
+
+def votes_asked(store: Store, scenarios: Mapping[str, ScenarioPreset], queue: str) -> int:
+    """The votes each item of `queue` gets: what was asked for in the Ranking tab, else the scenario's default."""
+    scenario = scenarios.get(queue)
+    return store.votes_per_item(queue, default=scenario.votes_per_item if scenario else 1)
 
 
 def coverage(

@@ -225,6 +225,12 @@ def write(store: Store, data: ScenarioData, truthfulqa_csv: str | Path | None = 
     return counts
 
 
+def seeded(store: Store) -> list[str]:
+    """The names of the scenarios seeded into this workspace, in the order they were."""
+    found = sorted((store.root / "scenarios").glob("*/scenario.json"), key=lambda path: path.stat().st_mtime)
+    return [json.loads(path.read_text(encoding="utf-8"))["name"] for path in found]
+
+
 def scenario_folder(store: Store, name: str) -> Path:
     """Where a seeded scenario keeps its held-out files in the workspace: scenarios/<file name>/."""
     slug = name if name in scenario_files() else find(name)[0]

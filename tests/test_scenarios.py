@@ -131,6 +131,15 @@ def test_seeding_a_fresh_workspace_gives_the_counts_once(tmp_path):
     assert {c.annotator for c in store.list_comparisons(source=scenarios.STARTER_SOURCE)} == {"scenario:truthfulness"}
     held_out = (tmp_path / "room" / "scenarios" / "truthfulness" / "held-out.jsonl").read_text().splitlines()
     assert [json.loads(line)["prompt"][0]["content"] for line in held_out] == [p.text for p in data.held_out]
+    # the Ranking tab opens on this scenario's queue, each item wanting the scenario's votes until someone asks more
+    from lab.room import votes_asked
+    from ui.ranking import first_queue
+
+    assert scenarios.seeded(store) == ["Truthfulness"] and first_queue(lab) == "Truthfulness"
+    assert votes_asked(store, lab.scenarios, "Truthfulness") == 3
+    store.set_votes_per_item("Truthfulness", 5)
+    assert votes_asked(store, lab.scenarios, "Truthfulness") == 5
+    assert votes_asked(store, lab.scenarios, "workspace prompt pool") == 1
 
 
 def test_a_fresh_workspace_never_reuses_a_folder_that_holds_anything(tmp_path):

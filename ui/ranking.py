@@ -40,7 +40,9 @@ from lab.room import (
     next_item,
     ready_candidates,
     still_open,
+    votes_asked,
 )
+from lab.scenarios import seeded
 from lab.store import Comparison
 from ui.reward_models import NO_REWARD, reward_model_choices
 from ui.room import GENERATION, SAVES, bind_name, signed
@@ -111,7 +113,6 @@ def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
     task = gr.State(None)  # the comparison on screen: prompt, candidates, shown order, queue source
     # A fixed secret, so the name is still there after the app restarts (it is a name, not a credential).
     annotator_memory = gr.BrowserState("", storage_key="alignment-lab-annotator", secret="alignment-lab-annotator")
-    scenario_names = list(ctx.scenarios)
     with gr.Row():
         with gr.Column(scale=3):
             with gr.Row():
@@ -122,7 +123,7 @@ def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
                     info="Remembered by this browser; votes are counted per person",
                 )
                 votes_wanted = gr.Number(
-                    1,
+                    lambda: votes_asked(ctx.store, ctx.scenarios, first_queue(ctx)),
                     precision=0,
                     minimum=1,
                     maximum=20,
@@ -131,10 +132,10 @@ def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
                     elem_id="rank-votes-per-item",
                     info="For everyone in this queue",
                 )
-                scenario = gr.Dropdown(scenario_names, value=scenario_names[0], label="Scenario", scale=3)
+                scenario = gr.Dropdown(list(ctx.scenarios), value=lambda: first_queue(ctx), label="Scenario", scale=3)
                 queue = gr.Dropdown(
                     queue_choices(ctx),
-                    value=scenario_names[0],
+                    value=lambda: first_queue(ctx),
                     label="Prompt queue",
                     scale=3,
                     info="A scenario's question set, every prompt in the workspace, an evaluation's pairs, or typed",
@@ -210,7 +211,7 @@ def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
                     "Makes the answers of the queue's next items in the background, before the session.",
                     elem_id="rank-prepare-note",
                 )
-            guidelines = gr.Markdown(guidelines_text(ctx, scenario_names[0]), elem_id="guidelines")
+            guidelines = gr.Markdown(lambda: guidelines_text(ctx, first_queue(ctx)), elem_id="guidelines")
 
     setup = [annotator, queue, typed, mode, k, temperature, view_a, system_a, view_b, system_b, max_tokens]
     screen = Screen(
@@ -223,7 +224,7 @@ def build_ranking(ctx: Lab, app: gr.Blocks) -> None:
     scenario.change(partial(guidelines_text, ctx), scenario, guidelines)
     scenario.change(lambda name: name, scenario, queue)
     gr.on([queue.change, mode.change, annotator.blur], signed(show_progress, ctx), [annotator, queue, mode], progress)
-    queue.change(lambda name: ctx.store.votes_per_item(name), queue, votes_wanted, show_progress="hidden")
+    queue.change(lambda name: votes_asked(ctx.store, ctx.scenarios, name), queue, votes_wanted, show_progress="hidden")
     votes_wanted.input(partial(set_votes_wanted, ctx), [queue, votes_wanted], progress)
     prepare_button.click(partial(prepare_items, ctx), [queue, prepare_count, k, temperature, max_tokens], prepare_note)
     mode.change(
@@ -296,6 +297,11 @@ def _between(ctx: Lab, queue: str, mode: str) -> bool | None:
     return None if queue in evaluation_queues(ctx.store) else mode == TWO_SIDES
 
 
+def first_queue(ctx: Lab) -> str:
+    """The queue a page opens on: the scenario this workspace was seeded with, else the first scenario."""
+    return next(iter(seeded(ctx.store)), None) or next(iter(ctx.scenarios))
+
+
 def show_progress(ctx: Lab, annotator: str, queue: str, mode: str, login: str | None = None) -> str:
     """The person's progress through the queue in this mode, and how many of its items have their votes."""
     annotator = annotator_name(annotator, login)
@@ -304,7 +310,7 @@ def show_progress(ctx: Lab, annotator: str, queue: str, mode: str, login: str | 
     status = _status(ctx, queue, annotator, mode)
     if not status.total:
         return status.text
-    wanted = ctx.store.votes_per_item(queue)
+    wanted = votes_asked(ctx.store, ctx.scenarios, queue)
     questions = queue_questions(ctx.store, ctx.scenarios, queue)
     complete, total = coverage(ctx.store, queue, questions, wanted, _between(ctx, queue, mode))
     return f"{status.text} · {complete} of {total} items have their {wanted} vote{'s' if wanted > 1 else ''}"
@@ -333,7 +339,8 @@ def prepare_items(ctx: Lab, queue: str, count: float | None, k: float, temperatu
         yield "This queue needs no preparing: typed prompts are answered as they come, an evaluation's already were."
         return
     questions = queue_questions(ctx.store, ctx.scenarios, queue)
-    open_items = still_open(ctx.store, queue, questions, ctx.store.votes_per_item(queue), False)[: int(count or 0)]
+    wanted = votes_asked(ctx.store, ctx.scenarios, queue)
+    open_items = still_open(ctx.store, queue, questions, wanted, False)[: int(count or 0)]
     if not open_items:
         yield f"Every item of '{queue}' has its votes: nothing to prepare."
         return
@@ -379,7 +386,7 @@ def next_task(
     try:
         if from_queue:
             questions = queue_questions(ctx.store, ctx.scenarios, queue)
-            wanted = ctx.store.votes_per_item(queue)
+            wanted = votes_asked(ctx.store, ctx.scenarios, queue)
             question = next_item(ctx.store, queue, questions, annotator, wanted, _between(ctx, queue, mode))
             source = queue_source(queue)
         if not question:
