@@ -47,18 +47,21 @@ STEPS = ("sft", "reward", "policy", "eval")
 POLICY_METHODS = ("dpo", "rloo")
 TITLES = {"sft": "SFT", "reward": "reward model", "dpo": "DPO", "rloo": "RLOO", "eval": "evaluation"}
 
-# Each step's settings over the preset's recipe, so that the default model on a 2-core CPU runs the whole recipe
-# in about ten minutes and the evaluation shows the change. Options override them.
+# Each step's settings over the preset's recipe, aimed at about ten minutes for the whole recipe on the default model
+# on an idle 2-core CPU. Not yet confirmed there: the one run on the real default model and scenario (Truthfulness,
+# AMD EPYC, 2 cores) shared the machine at a 1-minute load average of 8.2, where SFT took a median 30 s a step (8.6 s
+# at the quietest), the reward model 11 s (2.8 s), and DPO, its process niced by another's, 230 s. Options override.
 STEP_SETTINGS: dict[str, dict[str, Any]] = {
-    "sft": {"max_steps": 30, "batch_size": 4, "learning_rate": 1e-3, "sample_every": 0},
+    "sft": {"max_steps": 20, "batch_size": 4, "learning_rate": 1e-3, "sample_every": 0},
     "reward": {"max_steps": 30},
     "dpo": {"max_steps": 30, "batch_size": 4, "max_length": 256},
     "rloo": {"max_steps": 15, "batch_size": 4, "num_generations": 4, "max_completion_length": 48, "sample_every": 5},
     "eval": {"max_prompts": 12, "max_new_tokens": 64},
 }
-# Seconds each step took with those settings on the default model on 2 CPU cores, process start and loading
-# included: the estimate of what is left, scaled by how fast this machine ran the steps already finished.
-STEP_SECONDS = {"sft": 90.0, "reward": 75.0, "dpo": 180.0, "rloo": 240.0, "eval": 200.0}
+# Each step's share of the recipe in seconds with those settings (estimates from the quietest step times above and
+# the quickstart's measured 4.5 minutes, process start and loading included). Only their ratios matter: what is
+# left is scaled by the pace at which this machine ran the steps already done.
+STEP_SECONDS = {"sft": 180.0, "reward": 100.0, "dpo": 160.0, "rloo": 240.0, "eval": 150.0}
 
 
 class PipelineError(ValueError):
