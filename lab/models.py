@@ -269,6 +269,12 @@ class ModelManager:
         self._on_status = on_status
         self._lock = threading.RLock()
         self._holders = 0  # requests holding the model now (generation takes it for its whole duration)
+        self._coming = ""  # the base being loaded now
+
+    @property
+    def base(self) -> str:
+        """The base in use: the one loaded, else the one loading now (answers made ahead by it can be shown)."""
+        return self.loaded.base if self.loaded else self._coming
 
     def _progress(self, message: str) -> None:
         self.status = message
@@ -289,7 +295,7 @@ class ModelManager:
                 and (device in ("auto", previous.device))
             ):
                 return previous
-            self.loading = True
+            self.loading, self._coming = True, normalise_base(base)
             try:
                 # Check the reference before freeing anything, so a typo keeps the old model.
                 pick_device(device)
@@ -307,7 +313,7 @@ class ModelManager:
                 self._progress(f"{still}{_first_line(err)})" if self.loaded else f"{still}{base}: {_first_line(err)}")
                 raise
             finally:
-                self.loading = False
+                self.loading, self._coming = False, ""
             self._progress(f"Loaded {self.loaded.describe()}")
             return self.loaded
 

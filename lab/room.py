@@ -381,8 +381,10 @@ class Room:
 
     def _make(self, job: _Job) -> list[dict] | None:
         """The job's candidates, made and kept, or None if a person arrived while they were being made."""
-        while self.models.loading:
+        while self.models.loading and not self._closing:
             time.sleep(0.5)
+        if self._closing:
+            return None
         base = self.models.require().base
         if len(self.store.prepared(job.queue, base).get(job.question) or []) == job.k:
             return []

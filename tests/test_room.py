@@ -212,6 +212,26 @@ def test_a_scenarios_shipped_answers_are_used_when_the_base_model_made_them(tmp_
     assert ready_candidates(store, "Truthfulness", "Is the sea salty?", 3, "some/base") is None  # three asked for
 
 
+def test_shipped_answers_show_while_the_model_that_made_them_is_still_loading(tmp_path):
+    from lab.refs import DEFAULT_MODEL, normalise_base
+    from lab.scenarios import shipped_candidates
+    from ui.ranking import ONE_MODEL, next_task
+
+    lab = Lab.from_scenario("truthfulness", workspace=tmp_path / "ws")
+    lab.models.loading, lab.models._coming = True, normalise_base(DEFAULT_MODEL)  # mid-load, as at the app's start
+    screen = _screen()
+    try:
+        steps = list(
+            next_task(lab, screen, "ann", "Truthfulness", "", ONE_MODEL, 2, 0.9, "base", "", "base", "", use_queue=True)
+        )
+    finally:
+        lab.models.loading = False
+        lab.close()
+    task = steps[-1][screen.task]
+    question = task["prompt"][-1]["content"]
+    assert task["candidates"] == shipped_candidates("Truthfulness", question) and len(steps) == 1
+
+
 def test_answers_made_on_demand_stream_into_both_panes_together(lab):
     from ui.ranking import TYPED, next_task
 

@@ -394,20 +394,19 @@ def next_task(
     except ValueError as err:
         yield {screen.note: f"**{err}**", screen.progress: show_progress(ctx, annotator, queue, mode)}
         return
-    while ctx.models.loading:
-        yield {screen.typed: question, screen.note: f"Waiting for the model to load: {ctx.models.status}"}
-        time.sleep(1.0)
-    base = ctx.models.loaded.base if ctx.models.loaded else ""
     samples, evaluation = mode == ONE_MODEL, queue in evaluation_queues(ctx.store)
     if from_queue and samples and not evaluation:  # keep the next items ready
         upcoming = [q for q in still_open(ctx.store, queue, questions, wanted, False) if q != question]
         ctx.room.prepare(queue, upcoming[:AHEAD], count, settings)
     ready = None
-    if from_queue and (samples or evaluation):
-        ready = ready_candidates(ctx.store, queue, question, count, base)
+    if from_queue and (samples or evaluation):  # answers made ahead need no model, even one still loading
+        ready = ready_candidates(ctx.store, queue, question, count, ctx.models.base)
     if ready:
         yield show_task(ctx, screen, question, source, ready, annotator, queue, mode)
         return
+    while ctx.models.loading:
+        yield {screen.typed: question, screen.note: f"Waiting for the model to load: {ctx.models.status}"}
+        time.sleep(1.0)
     sides = [Side(view_a, system_a or ""), Side(view_b, system_b or "")] if not samples else [Side(BASE_VIEW)]
     order = shuffled_order(count)
     candidates = None
