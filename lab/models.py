@@ -270,6 +270,8 @@ class ModelManager:
         self._lock = threading.RLock()
         self._holders = 0  # requests holding the model now (generation takes it for its whole duration)
         self._coming = ""  # the base being loaded now
+        self._asking = 0  # requests waiting for the model now
+        self._count = threading.Lock()
 
     @property
     def base(self) -> str:
@@ -350,7 +352,7 @@ class ModelManager:
     @contextmanager
     def use(self, view: str = BASE_VIEW) -> Iterator[LoadedModel]:
         """Hold the model with one adapter active, or with all adapters disabled for BASE_VIEW."""
-        with self._lock, self._held():
+        with self._held():
             lm = self._require_views([view])
             if not lm.adapters:
                 yield lm
@@ -372,7 +374,7 @@ class ModelManager:
             with self.use(views[0]) as lm:
                 yield lm
             return
-        with self._lock, self._held():
+        with self._held():
             yield self._require_views(views)
 
     def _require_views(self, views: list[str]) -> LoadedModel:
@@ -384,11 +386,24 @@ class ModelManager:
 
     @contextmanager
     def _held(self) -> Iterator[None]:
+        """Take the model's lock for a generation, counted while waiting for it (see `asked_for`)."""
+        with self._count:
+            self._asking += 1
+        try:
+            self._lock.acquire()
+        finally:
+            with self._count:
+                self._asking -= 1
         self._holders += 1
         try:
             yield
         finally:
             self._holders -= 1
+            self._lock.release()
+
+    def asked_for(self) -> bool:
+        """Whether a request waits for the model now: work that can wait (answers made ahead) steps aside."""
+        return self._asking > 0
 
     def waiting(self) -> str | None:
         """Why a request cannot have the model at once, in words, or None when it is free: generation holds it

@@ -391,8 +391,10 @@ class Room:
         candidates: list[dict] = []
         steps = self.answers(BACKGROUND, job.question, [Side(BASE_VIEW)], job.k, job.settings)
         with contextlib.closing(steps):
-            for step in steps:
-                if self._closing or (isinstance(step, list) and self.turns.people_waiting()):
+            for step in steps:  # a person asking for the model (here or in Chat, Compare…) comes first
+                if self._closing or (
+                    isinstance(step, list) and (self.turns.people_waiting() or self.models.asked_for())
+                ):
                     return None
                 if isinstance(step, list):
                     candidates = step

@@ -92,6 +92,29 @@ def test_turns_go_round_the_people_and_background_work_waits_for_them():
     assert background.granted and not turns.people_waiting()
 
 
+def test_the_model_says_when_a_request_waits_for_it_so_work_ahead_can_step_aside(tiny_model_dir):
+    import threading
+
+    from lab.models import ModelManager
+
+    models = ModelManager()
+    models.load(str(tiny_model_dir), "fp32", "cpu")
+    got = threading.Event()
+
+    def chat() -> None:
+        with models.use():
+            got.set()
+
+    with models.use_many(["base"]):  # answers being made ahead hold the model
+        assert not models.asked_for()
+        asking = threading.Thread(target=chat)
+        asking.start()
+        wait_for(models.asked_for, timeout=10, what="the chat request counted")
+        assert not got.is_set()
+    asking.join(10)
+    assert got.is_set() and not models.asked_for()
+
+
 def test_a_login_signs_the_vote_whatever_name_is_sent(tmp_path):
     from ui.ranking import cast_vote
 
