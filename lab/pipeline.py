@@ -50,7 +50,10 @@ TITLES = {"sft": "SFT", "reward": "reward model", "dpo": "DPO", "rloo": "RLOO", 
 # Each step's settings over the preset's recipe, aimed at about ten minutes for the whole recipe on the default model
 # on an idle 2-core CPU. Not yet confirmed there: the one run on the real default model and scenario (Truthfulness,
 # AMD EPYC, 2 cores) shared the machine at a 1-minute load average of 8.2, where SFT took a median 30 s a step (8.6 s
-# at the quietest), the reward model 11 s (2.8 s), and DPO, its process niced by another's, 230 s. Options override.
+# at the quietest), the reward model 11 s (2.8 s), and DPO, its process niced by another's, 230 s. Stopped there, the
+# evaluation of its runs (SFT at 30 steps, DPO after 5 of 30) took 565 s at a load of 6 to 8 and showed the change on
+# the 12 held-out questions: the rule check 0.667 for the base, 0.917 after SFT and after DPO; win rates against the
+# base, by the reward model, 58% (25% to 83%) after SFT and 92% (58% to 100%) after DPO. Options override these.
 STEP_SETTINGS: dict[str, dict[str, Any]] = {
     "sft": {"max_steps": 20, "batch_size": 4, "learning_rate": 1e-3, "sample_every": 0},
     "reward": {"max_steps": 30},
