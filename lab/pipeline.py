@@ -552,6 +552,15 @@ def drive(lab: Lab, pipeline_id: str, every: float = 2.0) -> None:
         _drivers[key].start()
 
 
+def drive_running(lab: Lab) -> list[str]:
+    """Keep every pipeline still running in this workspace moving (an app started again after a stop or a crash
+    picks up where the last one was); returns their ids."""
+    running = [r.id for r in list_pipelines(lab.store) if r.state == "running"]
+    for pipeline_id in running:
+        drive(lab, pipeline_id)
+    return running
+
+
 def follow(lab: Lab, pipeline_id: str, echo: Callable[[str], None], timeout: float | None, poll_s: float) -> str:
     """Wait for the pipeline to end, echoing a progress line when the step or state changes (and every 10 s
     meanwhile); returns its final state. An interrupt stops it at the current step, waits until that run has

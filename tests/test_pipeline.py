@@ -59,6 +59,17 @@ def test_a_stop_leaves_later_steps_unstarted_and_resume_continues_from_that_step
     assert len(lab.store.list_runs()) == 4 and list(pipeline.table()["stage"]) == ["before", "after SFT", "after RLOO"]
 
 
+def test_an_app_started_again_drives_the_pipeline_left_running_to_its_end(lab, tiny_model_dir):
+    from lab.pipeline import drive_running, start
+
+    record = start(lab, SCENARIO, "dpo", **tiny(tiny_model_dir))  # queued by a process that then went away
+    again = Lab(lab.store.root)  # the next app on the same workspace
+    assert drive_running(again) == [record.id]
+    pipeline = latest(again)
+    wait_for(lambda: pipeline.status != "running", timeout=600, what="the pipeline to end")
+    assert pipeline.status == "done", pipeline.progress().text()
+
+
 def test_a_step_whose_process_dies_fails_the_pipeline_with_the_reason(lab, tiny_model_dir):
     pipeline = lab.pipeline(SCENARIO, **tiny(tiny_model_dir))
     sft = pipeline.record.runs["sft"]

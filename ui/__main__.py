@@ -15,6 +15,7 @@ from starlette.middleware import Middleware
 from lab import Lab, jobs, limits
 from lab.experiments import seed_prompt_pool
 from lab.models import DEFAULT_MODEL, DEVICES, PRECISIONS
+from lab.pipeline import drive_running
 from lab.presets import question_sets
 from lab.scenarios import describe, open_scenario
 from lab.store import Store
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     # the status bar says what is loading meanwhile. The watcher starts then too.
     ctx.load_in_background(args.model, args.precision, args.device)
     jobs.watch(store)  # repairs runs left "running" by a previous app, then keeps the queue moving
+    drive_running(ctx)  # a workshop pipeline left running goes on to its next step without a page open
     app.block_thread()
     return 0
 
