@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from lab.preferences import preference_rows
+from lab.scenarios import STARTER_SOURCE
 from lab.store import Comparison, Store
 
 IMPORT_SOURCE = "import:"  # comparisons read from a file: no annotator on screen, and no known display order
@@ -24,8 +25,8 @@ ANNOTATOR_COLUMNS = ["annotator", "votes", "shared items", "agreement with major
 
 
 def is_imported(c: Comparison) -> bool:
-    """Read from a preference file rather than voted in this lab."""
-    return c.source.startswith(IMPORT_SOURCE)
+    """Read from a file rather than voted in this lab: an imported preference file, or a scenario's starter votes."""
+    return c.source.startswith(IMPORT_SOURCE) or c.source == STARTER_SOURCE
 
 
 def counted_votes(comparisons: list[Comparison]) -> list[Comparison]:

@@ -7,7 +7,6 @@ from browser import MARKS, app_page, serve_app
 
 from lab.scenarios import open_scenario
 from ui.steps import STEPS, TITLE
-from ui.workshop import ABOUT
 
 pytestmark = MARKS
 
@@ -32,7 +31,7 @@ def open_step(page, tab_id: str) -> str:
     panel = page.locator("[role=tabpanel]:visible").first
     explanation = panel.get_by_role("button", name=TITLE).first
     explanation.wait_for(timeout=15_000)
-    expected = first_sentence(ABOUT if tab_id == "workshop" else STEPS[tab_id])
+    expected = first_sentence(STEPS[tab_id])
     assert not panel.get_by_text(expected).first.is_visible()  # closed until asked for
     explanation.click()
     shown = panel.get_by_text(expected).first

@@ -129,6 +129,10 @@ def test_seeding_a_fresh_workspace_gives_the_counts_once(tmp_path):
     assert len(store.list_prompts()) == len(data.prompts)
     assert len(store.list_demonstrations()) == 24 and len(store.list_comparisons()) == 30
     assert {c.annotator for c in store.list_comparisons(source=scenarios.STARTER_SOURCE)} == {"scenario:truthfulness"}
+    # starter votes count in the pairs, but nobody saw them on screen: no rater, no position bias
+    from lab.arena import position_bias, rated_here
+
+    assert rated_here(store.list_comparisons()) == [] and position_bias(store.list_comparisons())["decisive"] == 0
     held_out = (tmp_path / "room" / "scenarios" / "truthfulness" / "held-out.jsonl").read_text().splitlines()
     assert [json.loads(line)["prompt"][0]["content"] for line in held_out] == [p.text for p in data.held_out]
     # the Ranking tab opens on this scenario's queue, each item wanting the scenario's votes until someone asks more

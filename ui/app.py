@@ -35,7 +35,7 @@ def build_app(ctx: Lab) -> gr.Blocks:
             return f"**Model:** {ctx.models.status}"
 
         gr.Timer(1.0).tick(model_status, outputs=status, show_progress="hidden", api_name="model_status")
-        with gr.Tab("Workshop", id="workshop"):
+        with step_tab("Workshop", "workshop"):
             build_workshop(ctx)
         with step_tab("Chat", "chat"):
             build_chat(ctx)

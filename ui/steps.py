@@ -2,7 +2,7 @@
 tab, saying which step of InstructGPT's recipe it is and which tab comes next.
 
 The texts live here, in the tabs' order, so they read as one walk through the recipe and no tab module changes for
-them. The Workshop tab carries its own (ui.workshop.ABOUT), next to the scenario it describes.
+them.
 """
 
 from __future__ import annotations
@@ -15,6 +15,16 @@ import gradio as gr
 TITLE = "What is this step, and why?"
 
 STEPS = {
+    "workshop": (
+        "The whole alignment recipe on one task, for a room: **load a scenario** (its questions, guidelines, "
+        "starter demonstrations and votes), let people write demonstrations and vote in the Demonstrations "
+        "and Ranking tabs, then **run the whole recipe**: supervised fine-tuning on the demonstrations "
+        "teaches the answer style, a reward model learns from the votes what people prefer, DPO (or RLOO, "
+        "scored by that reward model) moves the SFT model towards it, and an evaluation on held-out questions "
+        "compares the model before and after. Next: talk to the tuned model in the Chat and Compare tabs, or "
+        "look at each run in the Training and Evaluation tabs. These are InstructGPT's three steps (SFT, a "
+        "reward model, RL against it), with DPO as the shortcut that needs no RL."
+    ),
     "chat": (
         "Talk to the model as it is before any alignment: the starting point of the recipe, as GPT-3 was for "
         "InstructGPT. The default model (SmolLM2-135M-Instruct) is small enough for a laptop CPU; it already "

@@ -13,33 +13,25 @@ import pandas as pd
 
 from lab import Lab
 from lab.pipeline import POLICY_METHODS, latest, load_scenario
-from lab.scenarios import find, scenario_names
+from lab.scenarios import find, scenario_names, seeded
 from ui.room import SAVES
 
-ABOUT = """The whole alignment recipe on one task, for a room: **load a scenario** (its questions, guidelines,
-starter demonstrations and votes), let people write demonstrations and vote in the Demonstrations and Ranking tabs,
-then **run the whole recipe**: supervised fine-tuning on the demonstrations teaches the answer style, a reward model
-learns from the votes what people prefer, DPO (or RLOO, scored by that reward model) moves the SFT model towards
-it, and an evaluation on held-out questions compares the model before and after. Next: talk to the tuned model
-in the Chat and Compare tabs, or look at each run in the Training and Evaluation tabs."""
 NO_PIPELINE = "Nothing has run yet: load a scenario, then press **Run the whole recipe**."
 NO_TABLE = "The before/after table appears here once the evaluation step is done."
 STEP_COLUMNS = ["#", "step", "run", "status", "progress"]
 
 
 def build_workshop(ctx: Lab) -> None:
-    with gr.Accordion("What is this step, and why?", open=False):
-        gr.Markdown(ABOUT)
     with gr.Row():
         with gr.Column(scale=2):
             gr.Markdown("### Scenario")
-            names = scenario_names()
-            scenario = gr.Dropdown(names, value=names[0], label="Scenario", elem_id="workshop-scenario")
-            about = gr.Markdown(describe_scenario(names[0]), elem_id="workshop-about")
+            first = next(iter(seeded(ctx.store)), scenario_names()[0])  # the workspace's own scenario first
+            scenario = gr.Dropdown(scenario_names(), value=first, label="Scenario", elem_id="workshop-scenario")
+            about = gr.Markdown(describe_scenario(first), elem_id="workshop-about")
             truthfulqa = gr.File(
                 label="TruthfulQA CSV (this scenario is built from your copy)",
                 file_types=[".csv"],
-                visible=needs_csv(names[0]),
+                visible=needs_csv(first),
             )
             mix = gr.Checkbox(False, label="Mix with existing work", info="Add the scenario to what is already here")
             load = gr.Button("Load scenario", elem_id="workshop-load")
