@@ -169,7 +169,12 @@ def add_message(
             gr.Warning(str(err))
             return gr.skip(), gr.skip(), gr.skip()
     history = [*history, {"role": "user", "content": text}]
-    return "", history, save(ctx, conversation_id, history, system, view)
+    try:
+        saved = save(ctx, conversation_id, history, system, view)
+    except ValueError as err:  # the workspace's disk is full: the message stays in the box, not sent
+        gr.Warning(str(err))
+        return gr.skip(), gr.skip(), gr.skip()
+    return "", history, saved
 
 
 def drop_last_reply(history: list) -> list:
@@ -233,7 +238,10 @@ def bot_reply(
     finally:
         if history[-1]["content"] == waiting:  # no token came: the wait is not part of the conversation
             history[-1]["content"] = ""
-        save(ctx, conversation_id, history, system, view)
+        try:
+            save(ctx, conversation_id, history, system, view)
+        except ValueError as err:  # the workspace's disk is full: the reply stays on screen, said so
+            gr.Warning(str(err))
     yield [m for m in history if m["role"] != "assistant" or m["content"]]
 
 

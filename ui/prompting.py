@@ -282,9 +282,9 @@ def save_experiment(
     }
     try:
         exp = experiments.new_experiment(name, rows, questions.splitlines(), settings)
-    except ValueError as err:
+        eid, message = experiments.save_experiment(ctx.store, exp, experiment_id)
+    except ValueError as err:  # a bad row or setting, or the workspace's disk is full: nothing saved
         return {ui.note: f"**{str(err).splitlines()[0]}**"}
-    eid, message = experiments.save_experiment(ctx.store, exp, experiment_id)
     return {
         ui.experiment_id: eid,
         ui.picker: gr.update(choices=list_experiments(ctx), value=f"saved:{eid}"),
@@ -383,7 +383,7 @@ def rate(ctx: Lab, ui: PromptingView, experiment_id: int | None, cell: tuple | N
             raise KeyError("Click a response cell first (not the question column).")
         variant, question, model = cell
         ctx.store.rate_result(experiment_id, variant, question, rating, model=model)
-    except KeyError as err:
+    except (KeyError, ValueError) as err:  # no cell picked, or the workspace's disk is full
         gr.Warning(err.args[0])
         return gr.skip()
     return show_results(ctx, ui, experiment_id)

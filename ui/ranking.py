@@ -566,7 +566,10 @@ def cast_chosen_vote(
 
 def undo_vote(ctx: Lab, screen: Screen, annotator: str, queue: str, mode: str, login: str | None = None) -> dict:
     """Withdraw this annotator's latest vote (kept in the database, marked withdrawn): with logins, only one's own."""
-    withdrawn = ctx.store.undo_last_comparison(annotator_name(annotator, login))
+    try:
+        withdrawn = ctx.store.undo_last_comparison(annotator_name(annotator, login))
+    except ValueError as err:  # the workspace's disk is full: the vote stays
+        return {screen.outcome: f"**{err}**"}
     if withdrawn is None:
         return {screen.outcome: "**You have no vote to undo.**"}
     return {

@@ -178,7 +178,10 @@ def withdraw_votes(ctx: Lab, number: str | None, pairs: list[ScoredPair]) -> str
     found = votes_behind(ctx.store.list_comparisons(), pair)
     if not found:
         return f"No live vote in this workspace made pair {number} (it came from a file, or was withdrawn already)."
-    withdrawn = ctx.store.withdraw_comparisons([v.id for v in found])
+    try:
+        withdrawn = ctx.store.withdraw_comparisons([v.id for v in found])
+    except ValueError as err:  # the workspace's disk is full: the votes stay
+        raise UserError(str(err)) from err
     who = ", ".join(sorted({v.annotator or "an import" for v in found}))
     return (
         f"Withdrew {len(withdrawn)} vote(s) behind pair {number} (by {who}). Vote on the prompt again in the Ranking "
