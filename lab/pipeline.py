@@ -47,13 +47,11 @@ STEPS = ("sft", "reward", "policy", "eval")
 POLICY_METHODS = ("dpo", "rloo")
 TITLES = {"sft": "SFT", "reward": "reward model", "dpo": "DPO", "rloo": "RLOO", "eval": "evaluation"}
 
-# Each step's settings over the preset's recipe, aimed at about ten minutes for the whole recipe on the default model
-# on an idle 2-core CPU. Not yet confirmed there: the one run on the real default model and scenario (Truthfulness,
-# AMD EPYC, 2 cores) shared the machine at a 1-minute load average of 8.2, where SFT took a median 30 s a step (8.6 s
-# at the quietest), the reward model 11 s (2.8 s), and DPO, its process niced by another's, 230 s. Stopped there, the
-# evaluation of its runs (SFT at 30 steps, DPO after 5 of 30) took 565 s at a load of 6 to 8 and showed the change on
-# the 12 held-out questions: the rule check 0.667 for the base, 0.917 after SFT and after DPO; win rates against the
-# base, by the reward model, 58% (25% to 83%) after SFT and 92% (58% to 100%) after DPO. Options override these.
+# Each step's settings over the preset's recipe: on the default model on an idle 2-core CPU (AMD EPYC, avx512_bf16)
+# the whole recipe on Truthfulness took 5 min 21 s from `python -m lab pipeline` to its table (SFT 42 s, reward model
+# 104 s, DPO 123 s, evaluation 50 s, process starts and loading included), and on its 12 held-out questions the rule
+# check went 0.667 (base) → 0.917 (SFT) → 1.0 (DPO), the win rate against the base by the new reward model 33% (8%
+# to 67%) after SFT and 92% (58% to 100%) after DPO, the mean reward −0.04 → −0.22 → 0.84. Options override these.
 STEP_SETTINGS: dict[str, dict[str, Any]] = {
     "sft": {"max_steps": 20, "batch_size": 4, "learning_rate": 1e-3, "sample_every": 0},
     "reward": {"max_steps": 30},
@@ -61,10 +59,9 @@ STEP_SETTINGS: dict[str, dict[str, Any]] = {
     "rloo": {"max_steps": 15, "batch_size": 4, "num_generations": 4, "max_completion_length": 48, "sample_every": 5},
     "eval": {"max_prompts": 12, "max_new_tokens": 64},
 }
-# Each step's share of the recipe in seconds with those settings (estimates from the quietest step times above and
-# the quickstart's measured 4.5 minutes, process start and loading included). Only their ratios matter: what is
-# left is scaled by the pace at which this machine ran the steps already done.
-STEP_SECONDS = {"sft": 180.0, "reward": 100.0, "dpo": 160.0, "rloo": 240.0, "eval": 150.0}
+# Each step's share of the recipe in seconds with those settings: measured in that run (RLOO's is an estimate). Only
+# their ratios matter: what is left is scaled by the pace at which this machine ran the steps already done.
+STEP_SECONDS = {"sft": 42.0, "reward": 104.0, "dpo": 123.0, "rloo": 180.0, "eval": 50.0}
 
 
 class PipelineError(ValueError):
