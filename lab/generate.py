@@ -8,6 +8,7 @@ reading thread, with `generate` on a worker thread, so it runs at the library's 
 from __future__ import annotations
 
 import contextlib
+import functools
 import queue
 import threading
 import time
@@ -191,7 +192,7 @@ def stream_columns(
 
     `model` is a loaded model, or a function returning a context that holds one (ModelManager.use_many): it is
     entered on the generating thread, never across a yield, so a consumer that stops reading cannot keep the model
-    locked. Rows whose views differ each name their adapter (PEFT's `adapter_names`, "__base__" for the base);
+    locked. Rows whose views differ each run their own adapter (`row_adapters`), the base rows none;
     rows that share one view run it as the holder set it. Each reply ends at its own end of sequence or stop
     string. Closing the iterator stops the generation at the next token.
 
@@ -237,13 +238,12 @@ def stream_columns(
                 ids, mask = encode_batch(lm, [c.messages for c in columns], settings.max_new_tokens)
                 ready.append(lm)
                 started.set()
-                names = _adapter_names(lm, [c.view for c in columns])
                 _seed(settings)
-                with torch.inference_mode(), few_rows_head(lm, len(columns)):
+                rows = row_adapters(lm, [c.view for c in columns])
+                with torch.inference_mode(), few_rows_head(lm, len(columns)), rows:
                     lm.model.generate(
                         input_ids=ids,
                         attention_mask=mask,
-                        **({"adapter_names": names} if names else {}),
                         streamer=Steps(),
                         **_generate_kwargs(lm, settings, ids.shape[1], Cancelled()),
                     )
@@ -301,11 +301,47 @@ def few_rows_head(lm: LoadedModel, rows: int) -> Iterator[None]:
         del head.forward
 
 
-def _adapter_names(lm: LoadedModel, views: list[str]) -> list[str] | None:
-    """PEFT's per-row adapters when the rows' views differ; None when they share one, which the holder set."""
+@contextlib.contextmanager
+def row_adapters(lm: LoadedModel, views: list[str]) -> Iterator[None]:
+    """While a batch whose rows run different views generates, give each row its own adapter (or none, for the base).
+
+    Every adapter of the batch is active, and a forward hook multiplies each adapter's LoRA output by the mask of
+    its rows: the same numbers as PEFT's `adapter_names`, which gathers and scatters each adapter's rows in every
+    layer, in fewer and larger products (on a 2-core CPU, three compare columns of 128 tokens against one column:
+    1.59x instead of 1.73x, measured in one process). Rows that share one view run as the holder set it."""
     if len(set(views)) < 2 or not lm.adapters:
-        return None
-    return ["__base__" if view == BASE_VIEW else view for view in views]
+        yield
+        return
+    from peft.tuners.lora import LoraLayer
+
+    adapters = sorted(set(views) - {BASE_VIEW})
+    masks = {name: _row_mask(views, name) for name in adapters}
+    tuner = lm.model.base_model
+    before = tuner.active_adapter
+    hooks = [
+        module.lora_B[name].register_forward_hook(functools.partial(_masked, masks[name]))
+        for module in lm.model.modules()
+        if isinstance(module, LoraLayer)
+        for name in adapters
+        if name in module.lora_B
+    ]
+    tuner.set_adapter(adapters, inference_mode=True)
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+        tuner.set_adapter(before, inference_mode=True)
+
+
+def _row_mask(views: list[str], name: str):
+    import torch
+
+    return torch.tensor([float(view == name) for view in views])[:, None, None]  # (rows, 1, 1)
+
+
+def _masked(mask, module, inputs, output):
+    return output * mask.to(output.device, output.dtype)
 
 
 def _reply_text(lm: LoadedModel, tokens: list[int], stop: list[str]) -> str:

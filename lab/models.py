@@ -368,7 +368,7 @@ class ModelManager:
     @contextmanager
     def use_many(self, views: list[str]) -> Iterator[LoadedModel]:
         """Hold the model for one batch whose rows run different views, with every attached adapter enabled: the
-        batch names each row's adapter (PEFT's `adapter_names`, see lab.generate), so no view is set in place.
+        batch gives each row its adapter (lab.generate.row_adapters) and puts back the active one after.
         Rows that all run one view are `use(view)`, which is faster."""
         if len(set(views)) == 1:
             with self.use(views[0]) as lm:

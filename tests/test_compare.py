@@ -51,9 +51,12 @@ def test_one_batch_answers_each_column_as_its_model_alone(lab, monkeypatch):
     original = lab.models.loaded.model.generate
     monkeypatch.setattr(lab.models.loaded.model, "generate", lambda **kw: calls.append(kw) or original(**kw))
     columns = ["base", ("sft-1", SYSTEM), "sft-2"]  # three prompt lengths: left padding in one batch
+    active = lab.models.loaded.model.base_model.active_adapter
     replies = lab.compare(QUESTION, columns, histories=[[], [], HISTORY], **GREEDY)
 
-    assert len(calls) == 1 and calls[0]["adapter_names"] == ["__base__", "sft-1", "sft-2"]
+    assert len(calls) == 1 and lab.models.loaded.model.base_model.active_adapter == active  # put back after
+    lora_b = [m for name, m in lab.models.loaded.model.named_modules() if ".lora_B." in name]
+    assert lora_b and not any(m._forward_hooks for m in lora_b)  # the row masks are gone with the batch
     assert calls[0]["attention_mask"].sum(1).unique().numel() == 3
     assert replies == [
         same["base"],
