@@ -147,9 +147,11 @@ def test_the_command_line_exits_non_zero_with_one_sentence(lab, capsys, argv, sa
 def test_a_scenario_loads_into_a_workspace_only_where_it_mixes_with_nobodys_work(tmp_path):
     from lab.experiments import seed_prompt_pool
     from lab.presets import question_sets
+    from ui.workshop import act_on_recipe
 
     fresh = Lab(tmp_path / "fresh")
     seed_prompt_pool(fresh.store, question_sets())  # what the app puts in every workspace: nobody's work
+    assert act_on_recipe(fresh, "stop") == "**Nothing to stop: no recipe has run in this workspace.**"
     assert load_scenario(fresh, "Truthfulness").startswith("Scenario Truthfulness: ")
     assert load_scenario(fresh, "Truthfulness")  # loading it again adds nothing twice, refuses nothing
 

@@ -65,8 +65,8 @@ def build_workshop(ctx: Lab) -> None:
     # their own group, so a room full of open pages never holds up anything else.
     load.click(partial(load_into_workspace, ctx), [scenario, truthfulqa, mix], loaded, **SAVES)
     run.click(partial(run_recipe, ctx), [scenario, method, steps], message, **SAVES)
-    stop.click(partial(stop_recipe, ctx), outputs=message, **SAVES)
-    resume.click(partial(resume_recipe, ctx), outputs=message, **SAVES)
+    stop.click(partial(act_on_recipe, ctx, "stop"), outputs=message, **SAVES)
+    resume.click(partial(act_on_recipe, ctx, "resume"), outputs=message, **SAVES)
     gr.Timer(2.0).tick(
         partial(show_progress, ctx),
         outputs=[status, progress, table, verdicts],
@@ -102,26 +102,22 @@ def run_recipe(ctx: Lab, name: str, method: str, steps: float | None) -> str:
     return f"Started **{pipeline.id}**: the progress shows below."
 
 
-def stop_recipe(ctx: Lab) -> str:
-    pipeline = latest(ctx)
-    try:
-        if pipeline is None:
-            raise ValueError("Nothing to stop: no recipe has run in this workspace.")
-        pipeline.stop()
-    except ValueError as err:
-        return f"**{err}**"
-    return "Stopping: the current step saves what it learned; no later step starts."
+ACTED = {
+    "stop": "Stopping: the current step saves what it learned; no later step starts.",
+    "resume": "Resumed from the step it ended at.",
+}
 
 
-def resume_recipe(ctx: Lab) -> str:
+def act_on_recipe(ctx: Lab, action: str) -> str:
+    """Stop or resume the workspace's latest pipeline; a refusal is one sentence beside the buttons."""
     pipeline = latest(ctx)
+    if pipeline is None:
+        return f"**Nothing to {action}: no recipe has run in this workspace.**"
     try:
-        if pipeline is None:
-            raise ValueError("Nothing to resume: no recipe has run in this workspace.")
-        pipeline.resume()
+        getattr(pipeline, action)()
     except ValueError as err:
         return f"**{err}**"
-    return "Resumed from the step it ended at."
+    return ACTED[action]
 
 
 def show_progress(ctx: Lab):
