@@ -24,6 +24,7 @@ def page(browser, app_url):
 
 
 def test_chat_streams_a_reply(page):
+    page.get_by_role("tab", name="Chat").click()  # the app opens on the Workshop
     page.locator("#chat-input textarea").fill("Write a 200-word story about a dragon who learns to bake bread.")
     page.keyboard.press("Enter")
     reply = page.locator("#chatbot [data-testid='bot']").last
@@ -75,7 +76,7 @@ def test_run_a_starter_experiment_and_export_it(page, tmp_path):
 def test_import_demonstrations_train_and_chat_with_the_adapter(page):
     signoff = Path(__file__).resolve().parent.parent / "assets" / "demonstrations" / "signoff.jsonl"
     page.get_by_role("tab", name="Demonstrations").click()
-    page.get_by_text("Import and export").click()
+    page.get_by_role("button", name=re.compile("^Import and export")).click()
     page.locator("input[type=file][accept*=jsonl]").set_input_files(str(signoff))
     page.get_by_text("24 rows: 24 new demonstrations").wait_for(timeout=30_000)
     page.get_by_role("button", name="Import", exact=True).click()
