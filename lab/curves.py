@@ -57,11 +57,11 @@ def progress(rows: list[dict], status: str) -> tuple[float, str]:
     if per_step:
         text += f" · {per_step:.1f} s/step"
         if status == "running" and step < total:
-            text += f" · about {_duration(per_step * (total - step))} left"
+            text += f" · about {duration(per_step * (total - step))} left"
     return min(step / total, 1.0), text
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     minutes, seconds = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     if hours:

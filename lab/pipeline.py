@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lab import jobs
-from lab.curves import _duration as duration
+from lab.curves import duration
 from lab.store import Store, now
 from lab.train.runs import latest_checkpoint, log_tail, read_metrics
 
