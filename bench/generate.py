@@ -1,12 +1,12 @@
 """Benchmark the app's generation paths against plain `model.generate`, and the app's cold start.
 
-Usage: python bench/generate.py [--max-new-tokens N] [--rounds R] [--start-rounds S]
+Usage: python bench/generate.py [--max-new-tokens N] [--rounds R] [--start-rounds S] [--only generation|compare|start]
 
 On the embedded SmolLM2-135M-Instruct (fp32, CPU) one run prints:
 - tokens/s of `lab.generate.stream_chat` and `lab.generate.generate` against plain `model.generate` on the
   same model object and input ids, greedy, over interleaved rounds after one warm-up (medians; the target is
-  app/plain >= 0.95), and of plain `model.generate` on a worker thread, the way stream_chat runs it, which
-  tells the streamer's own cost from the thread's;
+  app/plain >= 0.95). Every model call, the plain ones too, runs on the lab's one model thread
+  (`lab.decoding.on_model_thread`), so the process holds one OpenMP pool as the app does;
 - the time to first token of the streaming path (its first yielded text);
 - the time to the first page of `python -m ui` (until GET / answers 200) next to a bare Gradio app's (one
   gr.Blocks with one Markdown), measured the same way on the same machine over interleaved rounds (medians; the
@@ -15,7 +15,8 @@ On the embedded SmolLM2-135M-Instruct (fp32, CPU) one run prints:
 - compare chat: one message answered by three columns (the base, the base with a system prompt, a random LoRA
   adapter, r 16 on every linear layer) in one batched pass through `lab.generate.stream_columns` on the app's
   ModelManager, against one column (the base) alone, greedy, every row held to the same length (EOS waits for
-  min_new_tokens); medians over interleaved rounds, the target is three/one <= 1.6.
+  min_new_tokens); medians over interleaved rounds, the target is three/one <= 1.6. Beside them, the plain
+  library's path for the same batches: `model.generate` with PEFT's `adapter_names`.
 
 Every figure assumes the embedded GGUF is already converted into the cache ($LAB_CACHE or
 ~/.cache/alignment-lab); the header says whether it was. The lab's very first start converts it (~25 s).
@@ -24,6 +25,7 @@ Every figure assumes the embedded GGUF is already converted into the cache ($LAB
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -33,7 +35,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -47,12 +48,14 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere: make `lab` impor
 import torch  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
+from lab.decoding import on_model_thread  # noqa: E402
 from lab.generate import (  # noqa: E402
     Column,
     Generation,
     GenerationSettings,
     Message,
     build_messages,
+    encode_batch,
     encode_chat,
     generate,
     stream_chat,
@@ -67,6 +70,7 @@ from lab.models import (  # noqa: E402
     is_converted,
     load_model,
 )
+from lab.refs import BASE_VIEW  # noqa: E402
 
 PROMPT = "Write a long, detailed essay about the history of computing, from the abacus to modern laptops."
 TARGET = 0.95
@@ -109,7 +113,6 @@ class ColdStart:
 # --- generation paths --------------------------------------------------------------------------------------------
 
 PLAIN = "plain model.generate"
-PLAIN_THREAD = "plain model.generate, worker thread"
 APP_GENERATE = "lab.generate.generate"
 APP_STREAM = "lab.generate.stream_chat"
 PREFILL = "plain model.generate, 1 new token"
@@ -130,15 +133,6 @@ def run_plain(lm: LoadedModel, ids: torch.Tensor, new_tokens: int) -> Run:
         pad_token_id=lm.tokenizer.pad_token_id,
     )
     return Run(time.perf_counter() - start, out.shape[1] - ids.shape[1])
-
-
-def on_worker_thread(run: Callable[[], Run]) -> Run:
-    """Run on a fresh thread, as stream_chat runs `model.generate`, to tell the thread's cost from the streamer's."""
-    runs: list[Run] = []
-    worker = threading.Thread(target=lambda: runs.append(run()))
-    worker.start()
-    worker.join()
-    return runs[0]
 
 
 def run_generate(lm: LoadedModel, messages: list[Message], settings: GenerationSettings) -> Run:
@@ -174,11 +168,10 @@ def measure_throughput(lm: LoadedModel, new_tokens: int, rounds: int) -> dict[st
     ids = encode_chat(lm, messages, new_tokens)
     reference = generate(lm, messages, settings)  # the warm-up, and the reply stream_chat must reproduce
     paths: dict[str, Callable[[], Run]] = {
-        PLAIN: lambda: run_plain(lm, ids, new_tokens),
-        PLAIN_THREAD: lambda: on_worker_thread(lambda: run_plain(lm, ids, new_tokens)),
+        PLAIN: lambda: on_model_thread(lambda: run_plain(lm, ids, new_tokens)),
         APP_GENERATE: lambda: run_generate(lm, messages, settings),
         APP_STREAM: lambda: run_stream(lm, messages, settings, reference),
-        PREFILL: lambda: run_plain(lm, ids, 1),
+        PREFILL: lambda: on_model_thread(lambda: run_plain(lm, ids, 1)),
     }
     names = list(paths)
     runs: dict[str, list[Run]] = {name: [] for name in names}
@@ -193,6 +186,8 @@ def measure_throughput(lm: LoadedModel, new_tokens: int, rounds: int) -> dict[st
 ONE_COLUMN = "one column: base"
 THREE_COLUMNS = f"three columns: base, base + system prompt, {ADAPTER}"
 IN_A_ROW = "the same three, one after another"
+PLAIN_ONE = "plain model.generate, one column"
+PLAIN_THREE = "plain model.generate, three (PEFT adapter_names)"
 
 
 def random_adapter(folder: Path, model_dir: Path) -> Path:
@@ -222,16 +217,39 @@ def run_in_a_row(manager: ModelManager, columns: list[Column], settings: Generat
     return Run(sum(r.seconds for r in runs), sum(r.tokens for r in runs), runs[0].first_token_s)
 
 
+def run_plain_columns(lm: LoadedModel, columns: list[Column], new_tokens: int) -> Run:
+    """The library's own path for the same batch: `model.generate` with PEFT's `adapter_names` (one gather and
+    scatter per adapter in every layer), base rows '__base__'; one base column runs with the adapters disabled."""
+    ids, mask = encode_batch(lm, [column.messages for column in columns], new_tokens)
+    views = [column.view for column in columns]
+    kwargs = {"adapter_names": [v if v != BASE_VIEW else "__base__" for v in views]} if len(set(views)) > 1 else {}
+    held = lm.model.disable_adapter() if set(views) == {BASE_VIEW} else contextlib.nullcontext()
+    start = time.perf_counter()
+    with held, torch.inference_mode():
+        lm.model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=new_tokens,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=lm.tokenizer.pad_token_id,
+            **kwargs,
+        )
+    return Run(time.perf_counter() - start, new_tokens * len(columns))
+
+
 def measure_compare(
     new_tokens: int, rounds: int, model: str = DEFAULT_MODEL, precision: str = "fp32", device: str = "cpu"
 ) -> dict[str, list[Run]]:
-    """One warm-up of each, then `rounds` rounds of one column, three in one batch and three in a row, the order
-    rotating."""
+    """One warm-up of each, then `rounds` rounds of one column and three in one batch (the lab's path and the plain
+    library's) and of three in a row, the order rotating."""
     manager = ModelManager()
     manager.load(model, precision, device)
     model_dir = default_model_dir() if model == DEFAULT_MODEL else Path(model)
     with tempfile.TemporaryDirectory(prefix="bench-adapter-") as tmp:
-        manager.add_adapter(ADAPTER, random_adapter(Path(tmp) / "adapter", model_dir))
+        manager.add_adapter(ADAPTER, on_model_thread(lambda: random_adapter(Path(tmp) / "adapter", model_dir)))
     manager.loaded.model.generation_config.min_new_tokens = new_tokens  # every row exactly new_tokens long
     settings = GenerationSettings(temperature=0.0, max_new_tokens=new_tokens)
     base = build_messages(PROMPT)
@@ -240,11 +258,14 @@ def measure_compare(
         ONE_COLUMN: lambda: run_columns(manager, [Column(base)], settings),
         THREE_COLUMNS: lambda: run_columns(manager, three, settings),
         IN_A_ROW: lambda: run_in_a_row(manager, three, settings),
+        PLAIN_ONE: lambda: on_model_thread(lambda: run_plain_columns(manager.loaded, [Column(base)], new_tokens)),
+        PLAIN_THREE: lambda: on_model_thread(lambda: run_plain_columns(manager.loaded, three, new_tokens)),
     }
     names = list(paths)
     runs: dict[str, list[Run]] = {name: [] for name in names}
-    for name in names[:2]:
-        paths[name]()  # warm-up (the third path runs the same shapes as the first)
+    for name in names:
+        if name != IN_A_ROW:  # it runs the shapes of the first
+            paths[name]()  # warm-up
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             runs[name].append(paths[name]())
@@ -374,64 +395,70 @@ def median(runs: list[Run], value: Callable[[Run], float]) -> float:
 
 
 def throughput_rows(runs: dict[str, list[Run]]) -> list[str]:
-    speed = {
-        name: median(runs[name], lambda r: r.tokens_per_s) for name in (PLAIN, PLAIN_THREAD, APP_GENERATE, APP_STREAM)
-    }
+    speed = {name: median(runs[name], lambda r: r.tokens_per_s) for name in (PLAIN, APP_GENERATE, APP_STREAM)}
     rows = [f"  {'path':<40}{'tokens':>7}{'tok/s':>8}{'vs plain':>10}{'target':>10}  result"]
     for name, value in speed.items():
         exact = all(run.exact_tokens for run in runs[name])
         tokens = f"{runs[name][0].tokens}{'' if exact else '~'}"
         row = f"  {name:<40}{tokens:>7}{value:>8.1f}"
         ratio = value / speed[PLAIN]
-        if name == PLAIN_THREAD:
-            row += f"{ratio:>10.3f}"
-        elif name != PLAIN:
+        if name != PLAIN:
             row += f"{ratio:>10.3f}{'>= ' + str(TARGET):>10}  {'PASS' if ratio >= TARGET else 'FAIL'}"
         rows.append(row)
-    streamer = speed[APP_STREAM] / speed[PLAIN_THREAD]
-    rows.append(
-        f"  {'stream_chat / plain on a worker thread':<55}{streamer:>10.3f}  (same threading: the streamer's own cost)"
-    )
     if not all(run.exact_tokens for run in runs[APP_STREAM]):
         rows.append("  ~ stream_chat's text differed from generate's reply: its count is re-tokenized text")
     return rows
 
 
-def print_report(
-    args: argparse.Namespace,
-    loads: tuple[float, float],
-    load_s: float,
-    warm_cache: bool,
-    runs: dict[str, list[Run]],
-    rss_mib: float,
-    cold: ColdStart,
-    compare: dict[str, list[Run]],
-) -> None:
+def header_rows(args: argparse.Namespace, loads: tuple[float, float], warm_cache: bool) -> list[str]:
     cache = "warm (already converted)" if warm_cache else "COLD: load_model converted the GGUF first"
-    print(f"\nAlignment Lab generation benchmark: {DEFAULT_MODEL}, fp32, cpu, torch threads {torch.get_num_threads()}")
-    print(f"greedy, {args.max_new_tokens} new tokens, 1 warm-up + {args.rounds} rounds of every path, order rotating")
-    print(f"model cache: {cache}")
-    print(f"load average at start / end: {loads[0]:.2f} / {loads[1]:.2f} on {os.cpu_count()} cores")
-    print("\nThroughput (median tokens/s)")
-    print("\n".join(throughput_rows(runs)))
+    return [
+        f"\nAlignment Lab generation benchmark: {DEFAULT_MODEL}, fp32, cpu, torch threads {torch.get_num_threads()}",
+        f"CPU: {cpu_name()}",
+        f"greedy, {args.max_new_tokens} new tokens, 1 warm-up + {args.rounds} rounds of every path, order rotating",
+        f"model cache: {cache}",
+        f"load average at start / end: {loads[0]:.2f} / {loads[1]:.2f} on {os.cpu_count()} cores",
+    ]
+
+
+def cpu_name() -> str:
+    """The CPU's model name and whether it has native bf16 (Linux's /proc/cpuinfo)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = [flag for flag in ("avx512_bf16", "amx_bf16", "avx2") if f" {flag}" in info]
+    return f"{name} ({', '.join(flags) or 'no avx2'})"
+
+
+def generation_rows(load_s: float, runs: dict[str, list[Run]], rss_mib: float) -> list[str]:
     ttft = median(runs[APP_STREAM], lambda r: r.first_token_s or r.seconds) * 1000
     prefill = median(runs[PREFILL], lambda r: r.seconds) * 1000
-    model_s = "n/a (no status endpoint)" if cold.model_s is None else f"{cold.model_s:.2f} s"
-    print("\nLatency (medians)")
-    print(f"  {'time to first token (first text), stream_chat':<48}{ttft:>8.0f} ms")
-    print(f"  {PREFILL:<48}{prefill:>8.0f} ms")
-    print(f"  {'load_model in-process (first load here)':<48}{load_s:>8.2f} s")
+    return [
+        "\nThroughput (median tokens/s)",
+        *throughput_rows(runs),
+        "\nLatency (medians)",
+        f"  {'time to first token (first text), stream_chat':<48}{ttft:>8.0f} ms",
+        f"  {PREFILL:<48}{prefill:>8.0f} ms",
+        f"  {'load_model in-process (first load here)':<48}{load_s:>8.2f} s",
+        "\nPeak memory (RSS)",
+        f"  {'this process, after the generation runs':<48}{rss_mib:>8.0f} MiB",
+    ]
+
+
+def cold_rows(cold: ColdStart) -> list[str]:
     page, bare = statistics.median(cold.page_s), statistics.median(cold.bare_page_s)
     verdict = "PASS" if page - bare <= PAGE_TARGET_S else "FAIL"
-    print(f"\nCold start, fresh workspace: GET / returns 200 (median of {len(cold.page_s)} interleaved rounds)")
-    print(f"  {'python -m ui':<48}{page:>8.2f} s   {_seconds(cold.page_s)}")
-    print(f"  {'bare Gradio app (gr.Blocks + one Markdown)':<48}{bare:>8.2f} s   {_seconds(cold.bare_page_s)}")
-    print(f"  {'difference (target <= ' + str(PAGE_TARGET_S) + ' s)':<48}{page - bare:>8.2f} s   {verdict}")
-    print(f"  {'status bar says the model is loaded':<48}{model_s:>10}")
-    print("\nPeak memory (RSS)")
-    print(f"  {'this process, after the generation runs':<48}{rss_mib:>8.0f} MiB")
-    print(f"  {'the app process (python -m ui), model loaded':<48}{cold.peak_rss_mib:>8.0f} MiB")
-    print("\n".join(compare_rows(compare, args.max_new_tokens)))
+    model_s = "n/a (no status endpoint)" if cold.model_s is None else f"{cold.model_s:.2f} s"
+    return [
+        f"\nCold start, fresh workspace: GET / returns 200 (median of {len(cold.page_s)} interleaved rounds)",
+        f"  {'python -m ui':<48}{page:>8.2f} s   {_seconds(cold.page_s)}",
+        f"  {'bare Gradio app (gr.Blocks + one Markdown)':<48}{bare:>8.2f} s   {_seconds(cold.bare_page_s)}",
+        f"  {'difference (target <= ' + str(PAGE_TARGET_S) + ' s)':<48}{page - bare:>8.2f} s   {verdict}",
+        f"  {'status bar says the model is loaded':<48}{model_s:>10}",
+        f"  {'peak RSS of the app process, model loaded':<48}{cold.peak_rss_mib:>8.0f} MiB",
+    ]
 
 
 def compare_rows(runs: dict[str, list[Run]], new_tokens: int) -> list[str]:
@@ -442,43 +469,28 @@ def compare_rows(runs: dict[str, list[Run]], new_tokens: int) -> list[str]:
     ]
     for name, measured in runs.items():
         seconds = median(measured, lambda r: r.seconds)
-        first = median(measured, lambda r: r.first_token_s or r.seconds) * 1000
-        rows.append(f"  {name:<60}{seconds:>9.2f}{first:>9.0f} ms{median(measured, lambda r: r.tokens_per_s):>8.1f}")
-    ratio = median(runs[THREE_COLUMNS], lambda r: r.seconds) / median(runs[ONE_COLUMN], lambda r: r.seconds)
-    verdict = "PASS" if ratio <= COMPARE_TARGET else "FAIL"
+        first = f"{median(measured, lambda r: r.first_token_s) * 1000:>9.0f} ms" if measured[0].first_token_s else ""
+        rows.append(f"  {name:<60}{seconds:>9.2f}{first:>12}{median(measured, lambda r: r.tokens_per_s):>8.1f}")
+
+    def ratio(over: str, under: str) -> float:
+        return median(runs[over], lambda r: r.seconds) / median(runs[under], lambda r: r.seconds)
+
+    three = ratio(THREE_COLUMNS, ONE_COLUMN)
     label = f"three columns / one column (target <= {COMPARE_TARGET})"
-    rows.append(f"  {label:<60}{ratio:>9.2f}   {verdict}")
-    in_a_row = median(runs[IN_A_ROW], lambda r: r.seconds) / median(runs[ONE_COLUMN], lambda r: r.seconds)
-    rows.append(f"  {'three in a row / one column':<60}{in_a_row:>9.2f}")
-    plain, transposed = (
-        lm_head_ratio(3, lambda x, w: torch.nn.functional.linear(x, w)),
-        lm_head_ratio(3, lambda x, w: w @ x.T),
-    )
-    rows.append(f"  {'the LM head product alone, three rows / one: x @ W^T':<60}{plain:>9.2f}")
-    rows.append(f"  {'                                 as the lab runs it: W @ x^T':<60}{transposed:>9.2f}")
+    rows.append(f"  {label:<60}{three:>9.2f}   {'PASS' if three <= COMPARE_TARGET else 'FAIL'}")
+    rows.append(f"  {'three in a row / one column':<60}{ratio(IN_A_ROW, ONE_COLUMN):>9.2f}")
+    rows.append(f"  {'plain: three columns / one column':<60}{ratio(PLAIN_THREE, PLAIN_ONE):>9.2f}")
+    faster = ratio(PLAIN_ONE, ONE_COLUMN)
+    rows.append(f"  {'one column: plain / the lab (the lab is this much faster)':<60}{faster:>9.2f}")
+    rows.append(f"  {'three columns: plain / the lab':<60}{ratio(PLAIN_THREE, THREE_COLUMNS):>9.2f}")
     return rows
-
-
-def lm_head_ratio(rows: int, product: Callable, reps: int = 50) -> float:
-    """How much more the default model's largest product (hidden 576 x vocabulary 49152) costs for `rows` rows
-    than for one, written as `product(x, weight)`: x @ W^T is what a Linear layer calls; the lab's batched
-    generation calls W @ x^T (lab.generate.few_rows_head), which this CPU's BLAS runs faster for a few rows."""
-    weight = torch.randn(49152, 576)
-
-    def cost(n: int) -> float:
-        x = torch.randn(n, 576)
-        times = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            product(x, weight)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
-    return cost(rows) / cost(1)
 
 
 def _seconds(values: list[float]) -> str:
     return "(" + ", ".join(f"{v:.2f}" for v in values) + ")"
+
+
+PARTS = ("generation", "compare", "start")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -488,9 +500,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--start-rounds", type=int, default=3, help="cold starts of the app and of a bare Gradio app (default 3)"
     )
+    parser.add_argument(
+        "--only", choices=PARTS, action="append", help="measure only this part (repeatable; default: all of them)"
+    )
     args = parser.parse_args(argv)
     if min(args.max_new_tokens, args.rounds, args.start_rounds) < 1:
         parser.error("--max-new-tokens, --rounds and --start-rounds must be at least 1")
+    args.only = args.only or list(PARTS)
     return args
 
 
@@ -499,16 +515,20 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()  # keep the report readable
     warm_cache = is_converted(default_model_dir())
     load_at_start = os.getloadavg()[0]
-    start = time.perf_counter()
-    lm = load_model(DEFAULT_MODEL, "fp32", "cpu", progress=lambda _: None)
-    load_s = time.perf_counter() - start
-    runs = measure_throughput(lm, args.max_new_tokens, args.rounds)
-    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    del lm
-    free_memory()
-    compare = measure_compare(args.max_new_tokens, args.rounds)
-    cold = measure_cold_start(args.start_rounds)
-    print_report(args, (load_at_start, os.getloadavg()[0]), load_s, warm_cache, runs, rss_mib, cold, compare)
+    report: list[str] = []
+    if "generation" in args.only:
+        start = time.perf_counter()
+        lm = on_model_thread(lambda: load_model(DEFAULT_MODEL, "fp32", "cpu", progress=lambda _: None))
+        load_s = time.perf_counter() - start
+        runs = measure_throughput(lm, args.max_new_tokens, args.rounds)
+        report += generation_rows(load_s, runs, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        del lm
+        free_memory()
+    if "compare" in args.only:
+        report += compare_rows(measure_compare(args.max_new_tokens, args.rounds), args.max_new_tokens)
+    if "start" in args.only:
+        report += cold_rows(measure_cold_start(args.start_rounds))
+    print("\n".join(header_rows(args, (load_at_start, os.getloadavg()[0]), warm_cache) + report))
     return 0
 
 

@@ -1,14 +1,14 @@
 """Chat generation: the chat template, streaming token by token, K candidates in one call, and several
 conversations (each with its own adapter) in one batch.
 
-Every path goes through `model.generate`; streaming adds only a streamer that hands each step's tokens to the
-reading thread, with `generate` on a worker thread, so it runs at the library's speed.
+Every path goes through `model.generate` with a leaner decoding step (`lab.decoding`: few-row products in the
+orientation this CPU runs faster, LoRA applied per row); streaming adds only a streamer that hands each step's
+tokens to the reading thread, with `generate` on a worker thread.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import queue
 import threading
 import time
@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lab import limits
+from lab import decoding, limits
 from lab.fields import Checked, help_field
 from lab.models import LoadedModel
 from lab.refs import BASE_VIEW
@@ -192,7 +192,7 @@ def stream_columns(
 
     `model` is a loaded model, or a function returning a context that holds one (ModelManager.use_many): it is
     entered on the generating thread, never across a yield, so a consumer that stops reading cannot keep the model
-    locked. Rows whose views differ each run their own adapter (`row_adapters`), the base rows none;
+    locked. Rows whose views differ each run their own adapter (`lab.decoding.row_adapters`), the base rows none;
     rows that share one view run it as the holder set it. Each reply ends at its own end of sequence or stop
     string. Closing the iterator stops the generation at the next token.
 
@@ -239,14 +239,14 @@ def stream_columns(
                 ready.append(lm)
                 started.set()
                 _seed(settings)
-                rows = row_adapters(lm, [c.view for c in columns])
-                with torch.inference_mode(), few_rows_head(lm, len(columns)), rows:
-                    lm.model.generate(
-                        input_ids=ids,
-                        attention_mask=mask,
-                        streamer=Steps(),
-                        **_generate_kwargs(lm, settings, ids.shape[1], Cancelled()),
-                    )
+                decoding.generate(
+                    lm.model,
+                    [c.view for c in columns],
+                    input_ids=ids,
+                    attention_mask=mask,
+                    streamer=Steps(),
+                    **_generate_kwargs(lm, settings, ids.shape[1], Cancelled()),
+                )
         except BaseException as err:  # re-raised in the consumer's thread below
             failure.append(err)
             steps.put(None)
@@ -276,74 +276,6 @@ def stream_columns(
         raise failure[0]
 
 
-@contextlib.contextmanager
-def few_rows_head(lm: LoadedModel, rows: int) -> Iterator[None]:
-    """While a batch of a few rows generates on a CPU, project onto the vocabulary as W @ xᵀ instead of x @ Wᵀ.
-
-    Same numbers (up to float rounding), different BLAS call: on a 2-core AMD EPYC, MKL's product of 2-8 rows with
-    SmolLM2's 49152 × 576 output matrix took 3-5× one row's time, the transposed product about 1.5×; it is most of
-    a decoding step, so three compare columns cost 2.0× one column instead of 1.4× (bench/generate.py)."""
-    import torch
-
-    head = lm.model.get_output_embeddings()
-    plain = type(head) is torch.nn.Linear and head.bias is None and head.weight.device.type == "cpu"
-    if rows < 2 or not plain:
-        yield
-        return
-
-    def forward(x: torch.Tensor) -> torch.Tensor:  # (…, H) → (…, V)
-        return (head.weight @ x.reshape(-1, x.shape[-1]).T).T.reshape(*x.shape[:-1], -1)
-
-    head.forward = forward  # an instance attribute: the model's class and other models are untouched
-    try:
-        yield
-    finally:
-        del head.forward
-
-
-@contextlib.contextmanager
-def row_adapters(lm: LoadedModel, views: list[str]) -> Iterator[None]:
-    """While a batch whose rows run different views generates, give each row its own adapter (or none, for the base).
-
-    Every adapter of the batch is active, and a forward hook multiplies each adapter's LoRA output by the mask of
-    its rows: the same numbers as PEFT's `adapter_names`, which gathers and scatters each adapter's rows in every
-    layer, in fewer and larger products (on a 2-core CPU, three compare columns of 128 tokens against one column:
-    1.59x instead of 1.73x, measured in one process). Rows that share one view run as the holder set it."""
-    if len(set(views)) < 2 or not lm.adapters:
-        yield
-        return
-    from peft.tuners.lora import LoraLayer
-
-    adapters = sorted(set(views) - {BASE_VIEW})
-    masks = {name: _row_mask(views, name) for name in adapters}
-    tuner = lm.model.base_model
-    before = tuner.active_adapter
-    hooks = [
-        module.lora_B[name].register_forward_hook(functools.partial(_masked, masks[name]))
-        for module in lm.model.modules()
-        if isinstance(module, LoraLayer)
-        for name in adapters
-        if name in module.lora_B
-    ]
-    tuner.set_adapter(adapters, inference_mode=True)
-    try:
-        yield
-    finally:
-        for hook in hooks:
-            hook.remove()
-        tuner.set_adapter(before, inference_mode=True)
-
-
-def _row_mask(views: list[str], name: str):
-    import torch
-
-    return torch.tensor([float(view == name) for view in views])[:, None, None]  # (rows, 1, 1)
-
-
-def _masked(mask, module, inputs, output):
-    return output * mask.to(output.device, output.dtype)
-
-
 def _reply_text(lm: LoadedModel, tokens: list[int], stop: list[str]) -> str:
     """A row's reply so far: up to its end of sequence, cut at a stop string, without a half-decoded character."""
     eos = lm.tokenizer.eos_token_id
@@ -360,9 +292,8 @@ def generate(lm: LoadedModel, messages: list[Message], settings: GenerationSetti
     ids = encode_chat(lm, messages, settings.max_new_tokens)
     _seed(settings)
     start = time.perf_counter()
-    with torch.inference_mode():
-        kwargs = _generate_kwargs(lm, settings, ids.shape[1])
-        out = lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
+    kwargs = _generate_kwargs(lm, settings, ids.shape[1])
+    out = decoding.generate(lm.model, input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
     seconds = time.perf_counter() - start
     new = out[0, ids.shape[1] :]
     text, _ = _cut_at_stop(lm.tokenizer.decode(new, skip_special_tokens=True), settings.stop)
@@ -389,13 +320,13 @@ def sample_candidates(
     ids = encode_chat(lm, messages, settings.max_new_tokens)
     _seed(settings)
     start = time.perf_counter()
-    with torch.inference_mode(), few_rows_head(lm, k):
-        out = lm.model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            num_return_sequences=k,
-            **_generate_kwargs(lm, settings, ids.shape[1]),
-        )  # (k, T + new)
+    out = decoding.generate(
+        lm.model,
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        num_return_sequences=k,
+        **_generate_kwargs(lm, settings, ids.shape[1]),
+    )  # (k, T + new)
     seconds = time.perf_counter() - start
     candidates = []
     for row in out[:, ids.shape[1] :]:
@@ -424,13 +355,12 @@ def generate_batch(
 
     Left padding changes a row's arithmetic slightly (different matrix shapes), so a greedy reply can in rare
     near-ties differ from the same conversation generated alone."""
-    import torch
 
     ids, mask = encode_batch(lm, conversations, settings.max_new_tokens)
     _seed(settings)
     start = time.perf_counter()
-    with torch.inference_mode(), few_rows_head(lm, len(conversations)):
-        out = lm.model.generate(input_ids=ids, attention_mask=mask, **_generate_kwargs(lm, settings, ids.shape[1]))
+    kwargs = _generate_kwargs(lm, settings, ids.shape[1])
+    out = decoding.generate(lm.model, input_ids=ids, attention_mask=mask, **kwargs)
     seconds = time.perf_counter() - start
     replies = []
     for prompt, row in zip(mask.sum(1).tolist(), out[:, ids.shape[1] :], strict=True):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lab.decoding import on_model_thread
 from lab.refs import BASE_VIEW, DEFAULT_MODEL, DEVICES, PRECISIONS, normalise_base
 
 if TYPE_CHECKING:
@@ -307,7 +308,9 @@ class ModelManager:
                 self.loaded = None
                 del previous
                 free_memory()
-                self.loaded = load_model(base, precision, device, progress=self._progress, **kw)
+                # on the model thread, like every call of the model after: see lab.decoding.on_model_thread
+                progress = self._progress
+                self.loaded = on_model_thread(lambda: load_model(base, precision, device, progress=progress, **kw))
             except Exception as err:
                 still = (
                     f"Loaded {self.loaded.describe()} (loading {base} failed: " if self.loaded else "Failed to load "
@@ -367,9 +370,8 @@ class ModelManager:
 
     @contextmanager
     def use_many(self, views: list[str]) -> Iterator[LoadedModel]:
-        """Hold the model for one batch whose rows run different views, with every attached adapter enabled: the
-        batch gives each row its adapter (lab.generate.row_adapters) and puts back the active one after.
-        Rows that all run one view are `use(view)`, which is faster."""
+        """Hold the model for one batch whose rows run different views: the batch gives each row its adapter
+        (lab.decoding.row_adapters). Rows that all run one view are `use(view)`."""
         if len(set(views)) == 1:
             with self.use(views[0]) as lm:
                 yield lm

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from lab.decoding import on_model_thread
 from lab.models import LoadedModel, ModelError, Progress
 
 if TYPE_CHECKING:
@@ -51,17 +52,21 @@ def score(lm: LoadedModel, pairs: Sequence[tuple[Prompt, str]], batch_size: int 
             raise ValueError(f"Response {number} is {len(ids)} tokens with its prompt; the model reads {limit}.")
         encoded.append(ids)
     device = next(lm.model.parameters()).device
-    scores: list[float] = []
-    with torch.inference_mode():
-        for start in range(0, len(encoded), max(1, batch_size)):
-            batch = encoded[start : start + batch_size]
-            width = max(len(ids) for ids in batch)
-            # Right padding, as TRL's preference collator pads: the head then reads the same last token.
-            input_ids = torch.tensor([ids + [tokenizer.pad_token_id] * (width - len(ids)) for ids in batch])
-            mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in batch])
-            logits = lm.model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
-            scores += logits[:, 0].float().tolist()
-    return scores
+
+    def run() -> list[float]:
+        scores: list[float] = []
+        with torch.inference_mode():
+            for start in range(0, len(encoded), max(1, batch_size)):
+                batch = encoded[start : start + batch_size]
+                width = max(len(ids) for ids in batch)
+                # Right padding, as TRL's preference collator pads: the head then reads the same last token.
+                input_ids = torch.tensor([ids + [tokenizer.pad_token_id] * (width - len(ids)) for ids in batch])
+                mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in batch])
+                logits = lm.model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+                scores += logits[:, 0].float().tolist()
+        return scores
+
+    return on_model_thread(run)  # one OpenMP pool for the process (lab.decoding)
 
 
 def load_reward_model(

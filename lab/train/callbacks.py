@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from lab.decoding import decoding
 from lab.train.runs import StopSignal
 
 
@@ -97,13 +98,14 @@ class SamplesCallback(TrainerCallback):
                 ids = tokenizer.apply_chat_template(
                     messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
                 )["input_ids"].to(model.device)
-                out = model.generate(
-                    input_ids=ids,
-                    attention_mask=torch.ones_like(ids),
-                    do_sample=False,
-                    max_new_tokens=self.max_new_tokens,
-                    pad_token_id=tokenizer.pad_token_id,
-                )
+                with decoding(model, 1):
+                    out = model.generate(
+                        input_ids=ids,
+                        attention_mask=torch.ones_like(ids),
+                        do_sample=False,
+                        max_new_tokens=self.max_new_tokens,
+                        pad_token_id=tokenizer.pad_token_id,
+                    )
                 text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
                 f.write(json.dumps({"step": step, "prompt": messages[-1]["content"], "completion": text}) + "\n")
         model.train(was_training)

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lab.decoding import decoding
 from lab.train.config import RolloutSettings, TrainConfig, help_field
 
 if TYPE_CHECKING:
@@ -154,16 +155,17 @@ class Reinforce:
 
         # 1. sample: y ~ π(· | x), the policy in eval mode (no dropout) as a user would sample it
         policy.eval()
-        out = policy.generate(
-            input_ids=prompt_ids,
-            attention_mask=prompt_mask,
-            do_sample=True,
-            temperature=cfg.temperature,
-            top_k=0,
-            top_p=1.0,  # the plain distribution, so that log π below is the one sampled from
-            max_new_tokens=cfg.max_completion_length,
-            pad_token_id=tokenizer.pad_token_id,
-        )  # (B, Tp + Tc)
+        with decoding(policy, len(prompts)):
+            out = policy.generate(
+                input_ids=prompt_ids,
+                attention_mask=prompt_mask,
+                do_sample=True,
+                temperature=cfg.temperature,
+                top_k=0,
+                top_p=1.0,  # the plain distribution, so that log π below is the one sampled from
+                max_new_tokens=cfg.max_completion_length,
+                pad_token_id=tokenizer.pad_token_id,
+            )  # (B, Tp + Tc)
         completion_ids = out[:, prompt_ids.shape[1] :]  # (B, Tc)
         mask = completion_mask(completion_ids, self.eos_ids(policy))  # (B, Tc)
         lengths = mask.sum(1).long()  # (B,)
