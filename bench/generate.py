@@ -118,12 +118,12 @@ APP_STREAM = "lab.generate.stream_chat"
 PREFILL = "plain model.generate, 1 new token"
 
 
-def run_plain(lm: LoadedModel, ids: torch.Tensor, new_tokens: int) -> Run:
-    """Plain `model.generate`, greedy, forced to exactly `new_tokens` new tokens."""
+def run_plain(lm: LoadedModel, ids: torch.Tensor, new_tokens: int, mask: torch.Tensor | None = None, **kw) -> Run:
+    """Plain `model.generate`, greedy, forced to exactly `new_tokens` new tokens for every row."""
     start = time.perf_counter()
     out = lm.model.generate(
         input_ids=ids,
-        attention_mask=torch.ones_like(ids),
+        attention_mask=torch.ones_like(ids) if mask is None else mask,
         max_new_tokens=new_tokens,
         min_new_tokens=new_tokens,
         do_sample=False,
@@ -131,8 +131,9 @@ def run_plain(lm: LoadedModel, ids: torch.Tensor, new_tokens: int) -> Run:
         top_p=None,
         top_k=None,
         pad_token_id=lm.tokenizer.pad_token_id,
+        **kw,
     )
-    return Run(time.perf_counter() - start, out.shape[1] - ids.shape[1])
+    return Run(time.perf_counter() - start, (out.shape[1] - ids.shape[1]) * out.shape[0])
 
 
 def run_generate(lm: LoadedModel, messages: list[Message], settings: GenerationSettings) -> Run:
@@ -223,21 +224,8 @@ def run_plain_columns(lm: LoadedModel, columns: list[Column], new_tokens: int) -
     ids, mask = encode_batch(lm, [column.messages for column in columns], new_tokens)
     views = [column.view for column in columns]
     kwargs = {"adapter_names": [v if v != BASE_VIEW else "__base__" for v in views]} if len(set(views)) > 1 else {}
-    held = lm.model.disable_adapter() if set(views) == {BASE_VIEW} else contextlib.nullcontext()
-    start = time.perf_counter()
-    with held, torch.inference_mode():
-        lm.model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            max_new_tokens=new_tokens,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            pad_token_id=lm.tokenizer.pad_token_id,
-            **kwargs,
-        )
-    return Run(time.perf_counter() - start, new_tokens * len(columns))
+    with lm.model.disable_adapter() if set(views) == {BASE_VIEW} else contextlib.nullcontext():
+        return run_plain(lm, ids, new_tokens, mask, **kwargs)
 
 
 def measure_compare(
