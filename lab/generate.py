@@ -262,9 +262,10 @@ def stream_columns(
     tokens: list[list[int]] = [[] for _ in columns]
     texts = [""] * len(columns)
     try:
-        while (step := steps.get()) is not None:
-            for row, token in zip(tokens, step, strict=True):
-                row.append(token)
+        for waiting in _waiting_steps(steps):
+            for step in waiting:
+                for row, token in zip(tokens, step, strict=True):
+                    row.append(token)
             grown = [_reply_text(ready[0], row, settings.stop) for row in tokens]
             if grown != texts:
                 texts = grown
@@ -274,6 +275,19 @@ def stream_columns(
     worker.join()
     if failure:
         raise failure[0]
+
+
+def _waiting_steps(steps: queue.SimpleQueue) -> Iterator[list[list[int]]]:
+    """Every step that has arrived since the last look, until generate ends: a reader that fell behind decodes once
+    for all of them, instead of once per token while the generating thread waits for the interpreter."""
+    while True:
+        waiting = [steps.get()]
+        while not steps.empty():
+            waiting.append(steps.get())
+        if None in waiting:
+            yield waiting[: waiting.index(None)]
+            return
+        yield waiting
 
 
 def _reply_text(lm: LoadedModel, tokens: list[int], stop: list[str]) -> str:
